@@ -1,0 +1,139 @@
+"""Elementwise activations. Each caches its output y, from which its derivative follows.
+
+All keep the input's dtype and shape. Output and gradient arrays are work buffers owned by
+the module (see ``npvae.nn``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.special
+
+from .nn import Module
+
+__all__ = ["Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "make_activation", "ACTIVATIONS"]
+
+
+def _check_float_array(x: object, name: str = "x") -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        given = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{name}: expected a float32 or float64 ndarray, got {given}")
+    return x
+
+
+class Identity(Module):
+    """y = x.   Backward: dL/dx = dL/dy."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return _check_float_array(x)
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        return grad_out if input_grad else None
+
+
+class ReLU(Module):
+    """y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]  (0 at the kink x = 0)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_float_array(x)
+        self._y = self._buffer("y", x.shape, x.dtype)
+        return np.maximum(x, 0, out=self._y)
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        np.multiply(grad_out, self._y > 0, out=grad_x)
+        return grad_x
+
+
+class LeakyReLU(Module):
+    """y = x if x > 0 else a * x, with 0 <= a < 1 (the seed uses a = 0.2).
+
+    Backward: dL/dx = dL/dy * (1 if x > 0 else a). Since a >= 0, y > 0 exactly when x > 0,
+    so the cached output decides the branch. At the kink x = 0 the slope a is used.
+    """
+
+    def __init__(self, negative_slope: float = 0.2) -> None:
+        super().__init__()
+        if not 0.0 <= negative_slope < 1.0:
+            raise ValueError(f"negative_slope: expected a value in [0, 1), got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_float_array(x)
+        y = self._buffer("y", x.shape, x.dtype)
+        # for 0 <= a < 1, max(x, a * x) picks x when x > 0 and a * x otherwise
+        np.multiply(x, self.negative_slope, out=y)
+        np.maximum(x, y, out=y)
+        self._y = y
+        return y
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        np.multiply(grad_out, self.negative_slope, out=grad_x)
+        np.copyto(grad_x, grad_out, where=self._y > 0)
+        return grad_x
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.negative_slope})"
+
+
+class Sigmoid(Module):
+    """y = 1 / (1 + exp(-x)).   Backward: dL/dx = dL/dy * y * (1 - y).
+
+    ``scipy.special.expit`` never overflows: y is exactly 0 or 1 only where the true value
+    rounds to it (|x| > ~37 in float64, ~17 in float32), and the derivative there is 0.
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_float_array(x)
+        self._y = self._buffer("y", x.shape, x.dtype)
+        return scipy.special.expit(x, out=self._y)
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        np.subtract(1, self._y, out=grad_x)
+        grad_x *= self._y
+        grad_x *= grad_out
+        return grad_x
+
+
+class Tanh(Module):
+    """y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_float_array(x)
+        self._y = self._buffer("y", x.shape, x.dtype)
+        return np.tanh(x, out=self._y)
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        np.multiply(self._y, self._y, out=grad_x)
+        np.subtract(1, grad_x, out=grad_x)
+        grad_x *= grad_out
+        return grad_x
+
+
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
+
+
+def make_activation(name: str, negative_slope: float = 0.2) -> Module:
+    """Build an activation from its name: one of ``ACTIVATIONS``."""
+    if name == "relu":
+        return ReLU()
+    if name == "leaky_relu":
+        return LeakyReLU(negative_slope)
+    if name == "sigmoid":
+        return Sigmoid()
+    if name == "tanh":
+        return Tanh()
+    if name == "identity":
+        return Identity()
+    raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")

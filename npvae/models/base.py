@@ -1,0 +1,174 @@
+"""What the AE and the VAE share: the MLP builders, the decoder's likelihood, input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.special
+
+from ..activations import ACTIVATIONS, make_activation
+from ..losses import LOG_2PI, _bce_with_logits_into, _squared_error_into
+from ..nn import Dense, Module, Sequential, as_float_dtype
+
+OUTPUTS = ("bernoulli", "gaussian")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def mlp(
+    sizes: Sequence[int],
+    activation: str,
+    negative_slope: float,
+    rng: np.random.Generator,
+    dtype: np.dtype,
+    final_activation: bool,
+) -> Sequential:
+    """Dense layers sizes[0] -> sizes[1] -> ... with ``activation`` between them.
+
+    Layers followed by a ReLU-family activation get He init, the others Glorot init.
+    ``final_activation`` puts the activation after the last layer too.
+    """
+    relu_family = activation in ("relu", "leaky_relu")
+    slope = negative_slope if activation == "leaky_relu" else 0.0
+    layers: list[Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        activated = final_activation or index < len(sizes) - 2
+        init = "he" if activated and relu_family else "glorot"
+        layers.append(Dense(fan_in, fan_out, rng=rng, init=init, negative_slope=slope, dtype=dtype))
+        if activated:
+            layers.append(make_activation(activation, negative_slope))
+    return Sequential(*layers)
+
+
+class Autoencoder(Module):
+    """Base of AE and VAE: configuration, decoder likelihood, and checks at the public door.
+
+    The decoder outputs, per pixel, a logit (output="bernoulli": p(x|z) = Bernoulli(sigmoid(l)))
+    or a mean (output="gaussian": p(x|z) = N(mean, 1)). The reconstruction term is that
+    likelihood's negative log, in nats, summed over pixels:
+        bernoulli: sum_j softplus(l_j) - x_j l_j                     (losses.bce_with_logits)
+        gaussian:  1/2 sum_j (x_j - mean_j)^2 + D/2 log(2 pi)         (losses.gaussian_nll, logvar 0)
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int],
+        latent_dim: int,
+        activation: str,
+        output: str,
+        negative_slope: float,
+        seed: int,
+        dtype: Any,
+    ) -> None:
+        super().__init__()
+        self.input_dim = _positive_int("input_dim", input_dim)
+        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        if isinstance(hidden_dims, (int, np.integer)):
+            hidden_dims = (hidden_dims,)
+        self.hidden_dims = tuple(_positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
+        if not 0.0 <= negative_slope < 1.0:
+            raise ValueError(f"negative_slope: expected a value in [0, 1), got {negative_slope!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.activation = activation
+        self.output = output
+        self.negative_slope = float(negative_slope)
+        self.seed = int(seed)
+        self.dtype = as_float_dtype(dtype)
+        self._grad_decoded: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this model (saved in checkpoints)."""
+        return {
+            "input_dim": self.input_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "latent_dim": self.latent_dim,
+            "activation": self.activation,
+            "output": self.output,
+            "negative_slope": self.negative_slope,
+            "seed": self.seed,
+            "dtype": str(self.dtype),
+        }
+
+    def _build_decoder(self, rng: np.random.Generator) -> Sequential:
+        sizes = (self.latent_dim, *reversed(self.hidden_dims), self.input_dim)
+        return mlp(sizes, self.activation, self.negative_slope, rng, self.dtype, final_activation=False)
+
+    # -- checks at the public door ---------------------------------------------------------
+    def _as_batch(self, x: Any, name: str = "x", width: int | None = None, data: bool = True) -> np.ndarray:
+        """Validate a (batch, width) array and return it in the model's dtype.
+
+        Floating-point input of another precision is converted (a documented conversion);
+        integer or boolean input is refused, so that 0..255 pixels are never mistaken for [0, 1].
+        """
+        width = self.input_dim if width is None else width
+        array = np.asarray(x)
+        if not np.issubdtype(array.dtype, np.floating):
+            hint = " (scale pixel values to [0, 1] first, e.g. x / 255)" if data else ""
+            raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}{hint}")
+        if array.ndim != 2 or array.shape[1] != width:
+            hint = " (for one example use x[None, :])" if array.ndim == 1 else ""
+            raise ValueError(f"{name}: expected shape (batch, {width}), got {array.shape}{hint}")
+        if array.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one row, got an empty batch")
+        array = array.astype(self.dtype, copy=False)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name}: expected finite values, found NaN or inf")
+        if data and self.output == "bernoulli" and (array.min() < 0 or array.max() > 1):
+            raise ValueError(
+                f"{name}: a Bernoulli decoder needs data in [0, 1], got values in "
+                f"[{array.min():g}, {array.max():g}] (use output='gaussian' for other data)"
+            )
+        return array
+
+    def _as_latent(self, z: Any) -> np.ndarray:
+        return self._as_batch(z, name="z", width=self.latent_dim, data=False)
+
+    def _rng(self, rng: Any) -> np.random.Generator:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        return rng
+
+    # -- the decoder's likelihood ----------------------------------------------------------
+    def _mean_of(self, decoded: np.ndarray) -> np.ndarray:
+        """The decoder's mean: sigmoid(logits) (bernoulli) or the output itself (gaussian)."""
+        if self.output == "bernoulli":
+            return scipy.special.expit(decoded)
+        return decoded.copy()
+
+    def _reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """-log p(x | z) per example, in nats; leaves d(sum)/d(decoded) in ``self._grad_decoded``."""
+        grad = self._buffer("grad_decoded", decoded.shape, self.dtype)
+        if self.output == "bernoulli":
+            work = self._buffer("nll_work", decoded.shape, self.dtype)
+            nll = _bce_with_logits_into(decoded, x, grad, work)
+        else:
+            nll = _squared_error_into(decoded, x, grad)
+            nll *= 0.5
+            nll += 0.5 * LOG_2PI * self.input_dim
+            grad *= 0.5
+        self._grad_decoded = grad
+        return nll
+
+    # -- what every model offers -----------------------------------------------------------
+    def decode(self, z: Any) -> np.ndarray:
+        """Decode latent codes z (n, latent_dim) to the decoder's mean (n, input_dim):
+        pixel probabilities for a Bernoulli decoder, the mean for a Gaussian one."""
+        return self._mean_of(self.decoder.forward(self._as_latent(z)))
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Decode n codes drawn from N(0, I): (n, input_dim) decoder means."""
+        n = _positive_int("n", n)
+        z = self._rng(rng).standard_normal((n, self.latent_dim), dtype=self.dtype)
+        return self._mean_of(self.decoder.forward(z))

@@ -1,0 +1,240 @@
+"""The variational autoencoder (Kingma & Welling 2013): an AE whose code is a distribution.
+
+    encoder:  x -> h -> (mu, logvar)            q(z|x) = N(mu, exp(logvar))
+    sample:   z = mu + exp(logvar / 2) * eps    eps ~ N(0, I)          (npvae.reparam)
+    decoder:  z -> logits (or means)            p(x|z)
+    loss:     -ELBO = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)),  one z per example
+
+Gradient path, from the loss back to the first weight (``loss_and_grads``):
+    dL/dlogits = (sigmoid(logits) - x) / batch                 (losses.bce_with_logits)
+    dL/dz      = decoder.backward(dL/dlogits)                  (Dense / activation backwards)
+    dL/dmu     = dL/dz + beta * mu / batch                     (reparam + gaussian_kl)
+    dL/dlogvar = dL/dz * eps * sigma / 2 + beta * (exp(logvar) - 1) / (2 batch)
+    encoder.backward(head.backward([dL/dmu, dL/dlogvar]))      (fills every weight's grad)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.special
+
+from ..losses import LOG_2PI, _gaussian_kl_into
+from ..nn import Dense
+from ..reparam import Reparameterization
+from .base import Autoencoder, _positive_int, mlp
+
+__all__ = ["VAE", "LossTerms"]
+
+
+class LossTerms(NamedTuple):
+    """Per-example terms of the negative ELBO, in nats: loss = recon + beta * kl."""
+
+    loss: np.ndarray
+    recon: np.ndarray
+    kl: np.ndarray
+
+
+class VAE(Autoencoder):
+    """Variational autoencoder with a diagonal Gaussian q(z|x) and a N(0, I) prior.
+
+    Parameters
+    ----------
+    input_dim : int
+        Data dimension D (784 for MNIST, 64 for the 8x8 digits).
+    hidden_dims : sequence of int
+        Widths of the encoder's hidden layers; the decoder mirrors them.
+    latent_dim : int
+        Dimension of z.
+    activation : {"leaky_relu", "relu", "tanh", "sigmoid", "identity"}
+        Hidden-layer activation (LeakyReLU slope ``negative_slope``).
+    output : {"bernoulli", "gaussian"}
+        Decoder likelihood: Bernoulli from logits (data in [0, 1]) or unit-variance Gaussian.
+    beta : float
+        Weight of the KL term (beta-VAE, Higgins et al. 2017); 1 gives the ELBO.
+    seed : int
+        Seed of the generator that draws the initial weights.
+    dtype : float32 or float64
+        float64 (default) for exact checks, float32 for speed.
+
+    Layers: ``encoder`` (Sequential), ``head`` (one Dense giving [mu, logvar] side by side:
+    one matrix product instead of two), ``decoder`` (Sequential, logits out).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int] = (400,),
+        latent_dim: int = 20,
+        activation: str = "leaky_relu",
+        output: str = "bernoulli",
+        beta: float = 1.0,
+        negative_slope: float = 0.2,
+        seed: int = 0,
+        dtype: Any = np.float64,
+    ) -> None:
+        super().__init__(input_dim, hidden_dims, latent_dim, activation, output, negative_slope, seed, dtype)
+        beta = float(beta)
+        if not (np.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta: expected a finite value >= 0, got {beta!r}")
+        self.beta = beta
+        rng = np.random.default_rng(self.seed)
+        sizes = (self.input_dim, *self.hidden_dims)
+        self.encoder = mlp(sizes, activation, negative_slope, rng, self.dtype, final_activation=True)
+        self.head = Dense(sizes[-1], 2 * self.latent_dim, rng=rng, init="glorot", dtype=self.dtype)
+        self.decoder = self._build_decoder(rng)
+        self.reparam = Reparameterization()
+        self.flatten_parameters()
+        self.last_recon = float("nan")
+        self.last_kl = float("nan")
+
+    @classmethod
+    def from_seed(
+        cls,
+        input_dim: int = 256,
+        hidden_dim: int = 64,
+        latent_dim: int = 32,
+        latent_num: int = 2,
+        seed: int = 0,
+        dtype: Any = np.float64,
+    ) -> "VAE":
+        """The VAE of the seed sketch, with its bugs fixed (see docs/from-the-seed.md).
+
+        Seed names -> npvae: ``encoder`` (input -> hidden_dim -> latent_dim, LeakyReLU(0.2)
+        after each) -> ``encoder``; ``mean_layer`` and ``var_layer`` (latent_dim -> latent_num)
+        -> the two halves of ``head``, the second read as a log-variance; ``generation_layer``
+        (latent_num -> latent_dim, LeakyReLU) -> ``decoder.0``; ``decoder`` (latent_dim ->
+        hidden_dim -> input_dim, Sigmoid) -> ``decoder.2`` .. ``decoder.4``, with the Sigmoid
+        folded into the Bernoulli likelihood (logits out, ``decode`` applies it).
+        """
+        return cls(input_dim, (hidden_dim, latent_dim), latent_num, activation="leaky_relu",
+                   output="bernoulli", negative_slope=0.2, seed=seed, dtype=dtype)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "beta": self.beta}
+
+    # -- encoder side ------------------------------------------------------------------------
+    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        stats = self.head.forward(self.encoder.forward(x))
+        return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
+
+    def encode(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """q(z|x) of each row of x (batch, input_dim): (mu, logvar), each (batch, latent_dim)."""
+        mu, logvar = self._encode(self._as_batch(x))
+        return mu.copy(), logvar.copy()
+
+    def reconstruct(self, x: Any) -> np.ndarray:
+        """Decode the posterior mean: decode(mu(x)), (batch, input_dim)."""
+        mu, _ = self._encode(self._as_batch(x))
+        return self._mean_of(self.decoder.forward(mu))
+
+    # -- the loss and its gradient -------------------------------------------------------------
+    def _noise(self, eps: Any, rng: Any, batch: int) -> tuple[np.ndarray | None, np.random.Generator | None]:
+        if (eps is None) == (rng is None):
+            raise ValueError("eps, rng: expected exactly one of them (eps for a deterministic pass)")
+        if eps is not None:
+            eps = self._as_batch(eps, name="eps", width=self.latent_dim, data=False)
+            if eps.shape[0] != batch:
+                raise ValueError(f"eps: expected shape ({batch}, {self.latent_dim}), got {eps.shape}")
+            return eps, None
+        return None, self._rng(rng)
+
+    def _forward_terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None):
+        mu, logvar = self._encode(x)
+        z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
+        recon = self._reconstruction_nll(self.decoder.forward(z), x)
+        grad_mu_kl = self._buffer("grad_mu_kl", mu.shape, self.dtype)
+        grad_logvar_kl = self._buffer("grad_logvar_kl", mu.shape, self.dtype)
+        kl = _gaussian_kl_into(mu, logvar, grad_mu_kl, grad_logvar_kl)
+        return recon, kl, grad_mu_kl, grad_logvar_kl
+
+    def terms(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> LossTerms:
+        """Per-example (loss, recon, kl) of the negative ELBO with this model's beta, one z each."""
+        x = self._as_batch(x)
+        eps, rng = self._noise(eps, rng, x.shape[0])
+        recon, kl, _, _ = self._forward_terms(x, eps, rng)
+        return LossTerms(recon + self.beta * kl, recon, kl)
+
+    def elbo(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Per-example ELBO = -(recon + kl) in nats (beta = 1), one z each: a lower bound on log p(x)."""
+        terms = self.terms(x, eps=eps, rng=rng)
+        return -(terms.recon + terms.kl)
+
+    def loss_and_grads(
+        self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None,
+        kl_weight: float | None = None,
+    ) -> float:
+        """Mean over the batch of recon + kl_weight * kl; overwrite every parameter's grad with
+        its derivative. ``kl_weight`` defaults to ``beta`` (training's KL warm-up lowers it).
+
+        Give ``eps`` (batch, latent_dim) for a deterministic pass, or ``rng`` to draw it.
+        The batch means of the two terms are left in ``last_recon`` and ``last_kl``.
+        """
+        x = self._as_batch(x)
+        eps, rng = self._noise(eps, rng, x.shape[0])
+        kl_weight = self.beta if kl_weight is None else float(kl_weight)
+        return self._loss_and_grads(x, eps, rng, kl_weight)
+
+    def _loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
+                        kl_weight: float) -> float:
+        """loss_and_grads on validated input (the training loop's entry)."""
+        self.zero_grad()
+        batch = x.shape[0]
+        recon, kl, grad_mu_kl, grad_logvar_kl = self._forward_terms(x, eps, rng)
+        grad_decoded = self._grad_decoded
+        grad_decoded *= 1.0 / batch
+        grad_z = self.decoder.backward(grad_decoded)
+        grad_mu, grad_logvar = self.reparam.backward(grad_z)
+        kl_scale = kl_weight / batch
+        grad_stats = self._buffer("grad_stats", (batch, 2 * self.latent_dim), self.dtype)
+        grad_stats_mu, grad_stats_logvar = grad_stats[:, : self.latent_dim], grad_stats[:, self.latent_dim :]
+        np.multiply(grad_mu_kl, kl_scale, out=grad_stats_mu)
+        grad_stats_mu += grad_mu
+        np.multiply(grad_logvar_kl, kl_scale, out=grad_stats_logvar)
+        grad_stats_logvar += grad_logvar
+        self.encoder.backward(self.head.backward(grad_stats), input_grad=False)
+        self.last_recon = float(recon.mean())
+        self.last_kl = float(kl.mean())
+        return self.last_recon + kl_weight * self.last_kl
+
+    # -- likelihood estimate ---------------------------------------------------------------------
+    def log_likelihood(
+        self, x: Any, *, k: int = 1000, rng: np.random.Generator, max_rows: int = 8192
+    ) -> np.ndarray:
+        """Importance-weighted estimate of log p(x) per example (Burda et al. 2016, eq. 8):
+
+            log p(x) >= L_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x)
+            log w_i = -recon(x, z_i) - 1/2 |z_i|^2 + 1/2 |eps_i|^2 + 1/2 sum(logvar)
+                      (the log(2 pi) terms of p(z) and q(z|x) cancel)
+
+        summed in log space: L_k = logsumexp_i(log w_i) - log k. L_1 is the ELBO's estimate and
+        L_k rises towards log p(x) as k grows. At most ``max_rows`` decoder rows are in memory
+        at once, so k = 5000 on 10,000 images runs in bounded memory.
+        """
+        x = self._as_batch(x)
+        k = _positive_int("k", k)
+        max_rows = _positive_int("max_rows", max_rows)
+        rng = self._rng(rng)
+        mu_all, logvar_all = self._encode(x)
+        mu_all, logvar_all = mu_all.copy(), logvar_all.copy()
+        result = np.empty(x.shape[0], dtype=np.float64)
+        per_block = max(1, max_rows // k)
+        chunk = max(1, max_rows // per_block)
+        for start in range(0, x.shape[0], per_block):
+            stop = min(start + per_block, x.shape[0])
+            n = stop - start
+            log_weights = np.empty((n, k), dtype=np.float64)
+            for first in range(0, k, chunk):
+                m = min(chunk, k - first)
+                mu = np.repeat(mu_all[start:stop], m, axis=0)
+                logvar = np.repeat(logvar_all[start:stop], m, axis=0)
+                eps = rng.standard_normal(mu.shape, dtype=self.dtype)
+                z = mu + np.exp(0.5 * logvar) * eps
+                recon = self._reconstruction_nll(self.decoder.forward(z), np.repeat(x[start:stop], m, axis=0))
+                log_w = -recon + 0.5 * (np.einsum("ij,ij->i", eps, eps) - np.einsum("ij,ij->i", z, z)
+                                         + logvar.sum(axis=1))
+                log_weights[:, first : first + m] = log_w.reshape(n, m)
+            result[start:stop] = scipy.special.logsumexp(log_weights, axis=1) - np.log(k)
+        return result

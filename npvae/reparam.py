@@ -1,0 +1,89 @@
+"""The reparameterization step: a sample z ~ N(mu, exp(logvar)) written as a function of mu and logvar.
+
+    z = mu + exp(logvar / 2) * eps,   eps ~ N(0, I)        (Kingma & Welling 2013, sec. 2.4)
+
+The noise eps is drawn outside the path from (mu, logvar) to z, so z is differentiable in both:
+
+    dL/dmu     = dL/dz
+    dL/dlogvar = dL/dz * eps * exp(logvar / 2) / 2   ( = dL/dz * (z - mu) / 2 )
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Reparameterization"]
+
+
+class Reparameterization:
+    """Forward z = mu + sigma * eps with sigma = exp(logvar / 2); backward to (mu, logvar).
+
+    Shapes: mu, logvar, eps, z all (batch, latent_dim), one float dtype.
+    The arrays returned are work buffers owned by this object, overwritten by its next call.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+        self._eps: np.ndarray | None = None
+        self._sigma: np.ndarray | None = None
+
+    def _buffer(self, name: str, like: np.ndarray) -> np.ndarray:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = np.empty_like(like)
+            self._buffers[name] = buffer
+        return buffer
+
+    def forward(
+        self,
+        mu: np.ndarray,
+        logvar: np.ndarray,
+        eps: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Return z = mu + exp(logvar / 2) * eps.
+
+        Give ``eps`` to make the result deterministic (gradient checks, comparisons with
+        another implementation), or ``rng`` to draw eps ~ N(0, I) from it. Exactly one of the two.
+        """
+        for name, array in (("mu", mu), ("logvar", logvar)):
+            if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{name}: expected a float32 or float64 ndarray")
+        if logvar.shape != mu.shape or logvar.dtype != mu.dtype:
+            raise ValueError(
+                f"logvar: expected shape {mu.shape} and dtype {mu.dtype} (as mu), "
+                f"got {logvar.shape} and {logvar.dtype}"
+            )
+        if (eps is None) == (rng is None):
+            raise ValueError("eps, rng: expected exactly one of them, got "
+                             + ("both" if eps is not None else "neither"))
+        if eps is None:
+            if not isinstance(rng, np.random.Generator):
+                raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+            eps = self._buffer("eps", mu)
+            rng.standard_normal(out=eps)
+        elif not isinstance(eps, np.ndarray) or eps.shape != mu.shape or eps.dtype != mu.dtype:
+            raise ValueError(
+                f"eps: expected an ndarray of shape {mu.shape} and dtype {mu.dtype}, "
+                f"got {getattr(eps, 'shape', type(eps).__name__)} {getattr(eps, 'dtype', '')}"
+            )
+        sigma = self._buffer("sigma", mu)
+        np.multiply(logvar, 0.5, out=sigma)
+        np.exp(sigma, out=sigma)
+        z = self._buffer("z", mu)
+        np.multiply(sigma, eps, out=z)
+        z += mu
+        self._eps, self._sigma = eps, sigma
+        return z
+
+    def backward(self, grad_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (dL/dmu, dL/dlogvar) = (dL/dz, dL/dz * eps * sigma / 2)."""
+        if self._eps is None or self._sigma is None:
+            raise RuntimeError("Reparameterization.backward called before forward")
+        grad_mu = self._buffer("grad_mu", grad_z)
+        np.copyto(grad_mu, grad_z)
+        grad_logvar = self._buffer("grad_logvar", grad_z)
+        np.multiply(grad_z, self._eps, out=grad_logvar)
+        grad_logvar *= self._sigma
+        grad_logvar *= 0.5
+        return grad_mu, grad_logvar
