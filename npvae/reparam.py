@@ -61,7 +61,7 @@ class Reparameterization:
             if not isinstance(rng, np.random.Generator):
                 raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
             eps = self._buffer("eps", mu)
-            rng.standard_normal(out=eps)
+            rng.standard_normal(dtype=eps.dtype, out=eps)
         elif not isinstance(eps, np.ndarray) or eps.shape != mu.shape or eps.dtype != mu.dtype:
             raise ValueError(
                 f"eps: expected an ndarray of shape {mu.shape} and dtype {mu.dtype}, "
