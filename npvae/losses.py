@@ -71,24 +71,25 @@ def _bce_with_logits_into(
 ) -> np.ndarray:
     """bce_with_logits without checks; writes the gradient into ``grad_logits``.
 
-    One exp serves both the value and the gradient: with e = exp(-|l|),
-    softplus(l) = max(l, 0) + log1p(e), and sigmoid(l) = 1 / (1 + e) for l >= 0,
-    e / (1 + e) for l < 0.
+    With a = |l| and e = exp(-a), both terms come from the same e:
+        softplus(l) = max(l, 0) + log1p(e),   max(l, 0) = (l + a) / 2
+        sigmoid(l)  = exp(min(l, 0)) / (1 + e)     (1/(1+e) for l >= 0, e/(1+e) for l < 0)
+    No exponent is ever positive, and no masked (where=) NumPy operation is used: those are
+    many times slower than plain passes.
     """
-    exp_neg_abs = work
-    np.abs(logits, out=exp_neg_abs)
-    np.negative(exp_neg_abs, out=exp_neg_abs)
-    np.exp(exp_neg_abs, out=exp_neg_abs)
-    # value = sum(max(l, 0) - t * l + log1p(e)), built in grad_logits before it holds the gradient
-    np.maximum(logits, 0, out=grad_logits)
-    value = grad_logits.sum(axis=1)
+    np.abs(logits, out=work)
+    value = 0.5 * (logits.sum(axis=1) + work.sum(axis=1))
     value -= np.einsum("ij,ij->i", target, logits)
-    np.log1p(exp_neg_abs, out=grad_logits)
+    np.negative(work, out=work)
+    np.exp(work, out=work)
+    np.log1p(work, out=grad_logits)
     value += grad_logits.sum(axis=1)
     # grad = sigmoid(l) - t
-    np.add(exp_neg_abs, 1, out=grad_logits)
+    np.add(work, 1, out=grad_logits)
     np.reciprocal(grad_logits, out=grad_logits)
-    np.multiply(grad_logits, exp_neg_abs, out=grad_logits, where=logits < 0)
+    np.minimum(logits, 0, out=work)
+    np.exp(work, out=work)
+    grad_logits *= work
     grad_logits -= target
     return value
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
 __all__ = ["Parameter", "Module", "Sequential", "Dense", "as_float_dtype"]
 
@@ -28,6 +29,23 @@ def as_float_dtype(dtype: Any) -> np.dtype:
     if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype: expected float32 or float64, got {resolved}")
     return resolved
+
+
+def _gemm(
+    a: np.ndarray, b: np.ndarray, *, out: np.ndarray, beta: float,
+    trans_a: bool = False, trans_b: bool = False,
+) -> None:
+    """out = op(a) @ op(b) + beta * out, in place, with op = transpose where asked.
+
+    Arrays are handed to BLAS in column-major (Fortran) order, which a C-ordered array's
+    transpose already is: no copies. Every matrix product in npvae goes through SciPy's BLAS,
+    not NumPy's: the two libraries bundle separate OpenBLAS builds whose thread pools, used
+    alternately, spin against each other on a small machine; using one keeps one pool.
+    """
+    gemm = blas.dgemm if out.dtype == np.float64 else blas.sgemm
+    result = gemm(1.0, a, b, beta=beta, c=out, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)
+    if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
+        out[...] = result
 
 
 class Parameter:
@@ -45,8 +63,8 @@ class Parameter:
     __slots__ = ("value", "grad")
 
     def __init__(self, value: np.ndarray) -> None:
-        self.value = value
-        self.grad = np.zeros_like(value)
+        self.value = np.ascontiguousarray(value)
+        self.grad = np.zeros_like(self.value)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -277,24 +295,26 @@ class Dense(Module):
             raise TypeError(f"x: expected dtype {self.dtype} (the layer's), got {x.dtype}")
         self._x = x
         y = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
-        np.matmul(x, self.weight.value, out=y)
-        y += self.bias.value
+        np.copyto(y, self.bias.value)
+        # y = x @ W + y, i.e. y^T = W^T x^T + y^T in BLAS's column-major terms
+        _gemm(self.weight.value.T, x.T, out=y.T, beta=1.0)
         return y
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
         x = self._x
         if x is None:
             raise RuntimeError("Dense.backward called before forward")
-        grad_weight = self._buffer("grad_weight", self.weight.value.shape, self.dtype)
-        np.matmul(x.T, grad_out, out=grad_weight)
-        self.weight.grad += grad_weight
+        # dL/dW += x^T @ G, accumulated in place by gemm's beta = 1: W's (in, out) grad is
+        # the column-major (out, in) matrix grad^T, so grad^T = G^T x + grad^T
+        _gemm(grad_out.T, x.T, out=self.weight.grad.T, beta=1.0, trans_b=True)
         grad_bias = self._buffer("grad_bias", self.bias.value.shape, self.dtype)
         np.sum(grad_out, axis=0, out=grad_bias)
         self.bias.grad += grad_bias
         if not input_grad:
             return None
+        # dL/dx = G @ W^T, i.e. (dL/dx)^T = W G^T
         grad_x = self._buffer("grad_x", x.shape, self.dtype)
-        np.matmul(grad_out, self.weight.value.T, out=grad_x)
+        _gemm(self.weight.value.T, grad_out.T, out=grad_x.T, beta=0.0, trans_a=True)
         return grad_x
 
     def __repr__(self) -> str:

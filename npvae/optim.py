@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
 from .nn import Parameter
 
@@ -74,7 +75,12 @@ class Optimizer:
             return [(values, grads, *flat_states)]
         groups = []
         offset = 0
-        for parameter in self.params:
+        for index, parameter in enumerate(self.params):
+            if not (parameter.value.flags.c_contiguous and parameter.grad.flags.c_contiguous):
+                raise ValueError(
+                    f"params[{index}]: expected C-contiguous value and grad arrays (update "
+                    "parameters in place, p.value[...] = new, rather than rebinding p.value)"
+                )
             size = parameter.value.size
             views = (state[offset : offset + size].reshape(parameter.shape) for state in flat_states)
             groups.append((parameter.value, parameter.grad, *views))
@@ -215,29 +221,40 @@ class Adam(Optimizer):
     def step(self) -> None:
         self.steps += 1
         bias_correction1 = 1.0 - self.beta1**self.steps
-        bias_correction2_sqrt = np.sqrt(1.0 - self.beta2**self.steps)
-        step_size = self.lr / bias_correction1
+        bias_correction2_sqrt = float(np.sqrt(1.0 - self.beta2**self.steps))
+        # sqrt(v) / sqrt(bc2) + eps = (sqrt(v) + eps * sqrt(bc2)) / sqrt(bc2): the division by
+        # sqrt(bc2) moves into the scalar step, saving a pass over memory
+        step_size = self.lr * bias_correction2_sqrt / bias_correction1
+        eps = self.eps * bias_correction2_sqrt
         for value, grad, exp_avg, exp_avg_sq, work in self._groups(
             self.exp_avg, self.exp_avg_sq, self._work
         ):
+            value, grad, exp_avg, exp_avg_sq, work = (
+                array.reshape(-1) for array in (value, grad, exp_avg, exp_avg_sq, work)
+            )
             if self.weight_decay:
                 grad = grad + self.weight_decay * value
-            # m += (1 - beta1) * (g - m)   (torch's lerp form)
-            np.subtract(grad, exp_avg, out=work)
-            work *= 1.0 - self.beta1
-            exp_avg += work
+            axpy, scal = _level1(value.dtype)
+            # m = beta1 * m + (1 - beta1) * g
+            scal(self.beta1, exp_avg)
+            axpy(grad, exp_avg, a=1.0 - self.beta1)
             # v = beta2 * v + (1 - beta2) * g^2
-            exp_avg_sq *= self.beta2
             np.multiply(grad, grad, out=work)
-            work *= 1.0 - self.beta2
-            exp_avg_sq += work
-            # p -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+            scal(self.beta2, exp_avg_sq)
+            axpy(work, exp_avg_sq, a=1.0 - self.beta2)
+            # p -= step_size * m / (sqrt(v) + eps)
             np.sqrt(exp_avg_sq, out=work)
-            work /= bias_correction2_sqrt
-            work += self.eps
+            work += eps
             np.divide(exp_avg, work, out=work)
-            work *= -step_size
-            value += work
+            axpy(work, value, a=-step_size)
+
+
+def _level1(dtype: np.dtype):
+    """BLAS y += a * x and x *= a for the dtype: in place, one pass each (NumPy's
+    ``y += a * x`` makes two passes and a temporary)."""
+    if dtype == np.float64:
+        return blas.daxpy, blas.dscal
+    return blas.saxpy, blas.sscal
 
 
 def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:

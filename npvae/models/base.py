@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.special
 
-from ..activations import ACTIVATIONS, make_activation
+from ..activations import ACTIVATIONS, make_activation, sigmoid_into
 from ..losses import LOG_2PI, _bce_with_logits_into, _squared_error_into
 from ..nn import Dense, Module, Sequential, as_float_dtype
 
@@ -144,7 +143,7 @@ class Autoencoder(Module):
     def _mean_of(self, decoded: np.ndarray) -> np.ndarray:
         """The decoder's mean: sigmoid(logits) (bernoulli) or the output itself (gaussian)."""
         if self.output == "bernoulli":
-            return scipy.special.expit(decoded)
+            return sigmoid_into(decoded, np.empty_like(decoded))
         return decoded.copy()
 
     def _reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray) -> np.ndarray:
