@@ -86,10 +86,11 @@ class LeakyReLU(Module):
 
 
 def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = 1 / (1 + exp(-x)), accurate to a relative rounding error for every x.
+    """out = 1 / (1 + exp(-x)), with a relative rounding error wherever the result is normal.
 
     For very negative x (below about -88 in float32, -709 in float64) exp(-x) overflows to inf
-    and 1 / inf = 0 is the correct limit, so that overflow is expected and silenced.
+    and 1 / inf = 0, the correct value rounded (the true one is subnormal or smaller), so that
+    overflow is expected and silenced.
     (Four plain NumPy passes: several times faster than scipy.special.expit here.)
     """
     np.negative(x, out=out)

@@ -63,7 +63,7 @@ class Parameter:
     __slots__ = ("value", "grad")
 
     def __init__(self, value: np.ndarray) -> None:
-        self.value = np.ascontiguousarray(value)
+        self.value = np.asarray(value, order="C")
         self.grad = np.zeros_like(self.value)
 
     @property
@@ -222,6 +222,8 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        if not self.layers:
+            return grad_out if input_grad else None
         grad = grad_out
         last = len(self.layers) - 1
         for position, module in enumerate(reversed(self.layers)):

@@ -109,6 +109,9 @@ class VAE(Autoencoder):
         hidden_dim -> input_dim, Sigmoid) -> ``decoder.2`` .. ``decoder.4``, with the Sigmoid
         folded into the Bernoulli likelihood (logits out, ``decode`` applies it).
         """
+        for name, size in (("input_dim", input_dim), ("hidden_dim", hidden_dim),
+                           ("latent_dim", latent_dim), ("latent_num", latent_num)):
+            _positive_int(name, size)
         return cls(input_dim, (hidden_dim, latent_dim), latent_num, activation="leaky_relu",
                    output="bernoulli", negative_slope=0.2, seed=seed, dtype=dtype)
 
