@@ -2,17 +2,31 @@
 
 __version__ = "0.1.0"
 
+from . import datasets
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
 from .losses import bce_with_logits, gaussian_kl, gaussian_nll, squared_error
 from .models import AE, VAE, LossTerms
 from .nn import Dense, Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
 from .reparam import Reparameterization
+from .train import History, TrainingError, evaluate, fit
+
+
+def __getattr__(name: str):
+    # plots imports matplotlib (~1 s): loaded on first use, so that `import npvae` stays light
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "AE", "Adam", "Dense", "GradcheckReport", "Identity", "LeakyReLU", "LossTerms", "Module",
-    "Parameter", "ReLU", "Reparameterization", "SGD", "Sequential", "Sigmoid", "Tanh", "VAE",
-    "bce_with_logits", "clip_grad_norm", "gaussian_kl", "gaussian_nll", "gradcheck",
-    "gradcheck_module", "squared_error", "__version__",
+    "AE", "Adam", "Checkpoint", "CheckpointError", "Dense", "GradcheckReport", "History",
+    "Identity", "LeakyReLU", "LossTerms", "Module", "Parameter", "ReLU", "Reparameterization",
+    "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
+    "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
+    "gradcheck_module", "load", "load_checkpoint", "plots", "save", "squared_error", "__version__",
 ]
