@@ -1,0 +1,593 @@
+"""The command-line front end: ``npvae train``, ``npvae eval`` and ``npvae sample``.
+
+    npvae train                                   a VAE on the embedded 8x8 digits, figures included
+    npvae train --model ae --data mnist           an AE on MNIST (downloaded once into the cache)
+    npvae train --resume runs/vae-digits-...      continue a stopped run to its --epochs, to the bit
+    npvae eval runs/vae-digits-.../model.npz      test-set negative ELBO, its terms, IWAE log p(x)
+    npvae sample runs/vae-digits-.../model.npz    a grid of images decoded from z ~ N(0, I)
+
+A training run writes into one directory: ``model.npz`` (a checkpoint of the model, the Adam
+state, the history and the random generator, replaced atomically after every epoch),
+``history.csv``, ``config.json`` (the settings, which ``--resume`` reuses) and the figures.
+Because the checkpoint holds the generator's state, a run stopped after epoch k (Ctrl-C) and
+resumed ends with exactly the parameters of a run that was never stopped.
+
+Exit status: 0 success, 1 an error in the input (a missing or corrupt file, data that does not
+fit the model, a refused output directory) or a diverged run, 2 invalid command-line arguments,
+130 interrupted (Ctrl-C). Errors are printed on stderr as ``npvae: error: ...``, without a traceback.
+This module is the only part of npvae that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, checkpoint, datasets, train
+from .activations import ACTIVATIONS
+from .models import AE, VAE
+from .models.base import Autoencoder
+from .optim import Adam
+from .train import History, TrainingError, _write_atomically
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+
+MODEL_FILE = "model.npz"
+HISTORY_FILE = "history.csv"
+CONFIG_FILE = "config.json"
+
+# Settings of ``npvae train`` that do not depend on the data set.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "model": "vae",
+    "data": "digits",
+    "latent_dim": 2,
+    "beta": 1.0,
+    "seed": 0,
+    "kl_warmup": 0,
+    "binarize": False,
+    "activation": "leaky_relu",
+    "dtype": "float32",
+    "data_dir": None,
+}
+# Per data set: 1,500 images of 8x8 need many short epochs and take a larger step; 60,000 of
+# 28x28 need few epochs and wider layers.
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"epochs": 150, "hidden": [256, 128], "batch_size": 128, "lr": 3e-3},
+    "mnist": {"epochs": 20, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3},
+    "fashion-mnist": {"epochs": 20, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3},
+}
+TRAIN_SETTINGS = (
+    "model", "data", "epochs", "latent_dim", "hidden", "beta", "batch_size", "lr", "seed",
+    "kl_warmup", "binarize", "activation", "dtype", "data_dir",
+)
+# What ``--resume`` may change: the total epoch count and where the data files are.
+RESUME_MAY_CHANGE = ("epochs", "data_dir")
+
+FIGURE_SAMPLES = 64
+FIGURE_RECONSTRUCTIONS = 10
+INTERPOLATION_STEPS = 10
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; main prints the message and exits with status 1."""
+
+
+# -- argument types ------------------------------------------------------------------------------
+def _integer(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        wanted = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, 0)
+
+
+def _real(text: str, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        wanted = "a positive number" if positive else "a number >= 0"
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _real(text, positive=True)
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _real(text, positive=False)
+
+
+# -- the parser ----------------------------------------------------------------------------------
+def _defaults_help(name: str) -> str:
+    """"default: 150 for digits, 20 for mnist and fashion-mnist": the per-data-set defaults of ``name``."""
+    groups: dict[str, list[str]] = {}
+    for data, defaults in DATA_DEFAULTS.items():
+        value = defaults[name]
+        if isinstance(value, list):
+            shown = " ".join(map(str, value))
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+        groups.setdefault(shown, []).append(data)
+    return "default: " + ", ".join(f"{shown} for {' and '.join(names)}" for shown, names in groups.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``npvae`` argument parser with its three subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="npvae",
+        description="Train, evaluate and sample autoencoders and VAEs written in NumPy.",
+        epilog="Run 'npvae COMMAND --help' for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"npvae {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = commands.add_parser(
+        "train", help="train an AE or a VAE and write a checkpoint, its history and figures",
+        description="Train an AE or a VAE. With no options: a VAE with a 2-D latent space on the "
+                    "embedded 8x8 digits, in seconds. Writes model.npz (checkpointed after every "
+                    "epoch), history.csv, config.json and the figures into --out.",
+    )
+    fit.set_defaults(handler=_train_command)
+    fit.add_argument("--model", choices=("vae", "ae"), default=None,
+                     help=f"model (default: {COMMON_DEFAULTS['model']})")
+    fit.add_argument("--data", choices=datasets.DATASETS, default=None,
+                     help=f"data set (default: {COMMON_DEFAULTS['data']}; mnist and fashion-mnist "
+                          "are downloaded once, checksummed, into the cache)")
+    fit.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                     help="total number of epochs, counting those of a resumed run "
+                          f"({_defaults_help('epochs')})")
+    fit.add_argument("--latent-dim", type=_positive_int, default=None, metavar="D",
+                     help=f"dimension of z; the manifold figure needs 2 (default: {COMMON_DEFAULTS['latent_dim']})")
+    fit.add_argument("--hidden", type=_positive_int, action="extend", nargs="+", default=None, metavar="H",
+                     help="hidden layer widths of the encoder, mirrored by the decoder; repeat or list "
+                          f"them: --hidden 256 128 ({_defaults_help('hidden')})")
+    fit.add_argument("--beta", type=_non_negative_float, default=None, metavar="B",
+                     help=f"VAE only: weight of the KL term, 1 gives the ELBO (default: {COMMON_DEFAULTS['beta']})")
+    fit.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                     help=f"examples per step ({_defaults_help('batch_size')})")
+    fit.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
+                     help=f"Adam learning rate ({_defaults_help('lr')})")
+    fit.add_argument("--seed", type=_non_negative_int, default=None, metavar="S",
+                     help="seed of the initial weights and of every random draw in training "
+                          f"(default: {COMMON_DEFAULTS['seed']})")
+    fit.add_argument("--kl-warmup", type=_non_negative_int, default=None, metavar="E",
+                     help="VAE only: epochs over which the KL weight rises linearly from 0 to beta "
+                          f"(default: {COMMON_DEFAULTS['kl_warmup']}, no warm-up)")
+    fit.add_argument("--binarize", action="store_true", default=None,
+                     help="dynamic binarization: each pixel of each batch is redrawn as 0 or 1 "
+                          "with its intensity as probability (default: off)")
+    fit.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                     help=f"hidden-layer activation (default: {COMMON_DEFAULTS['activation']})")
+    fit.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                     help=f"floating-point precision of the model and data (default: {COMMON_DEFAULTS['dtype']})")
+    fit.add_argument("--data-dir", default=None, metavar="PATH",
+                     help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache, "
+                          "$NPVAE_DATA/<data> or ~/.cache/npvae/<data>)")
+    fit.add_argument("--out", default=None, metavar="DIR",
+                     help="output directory; it must be new or empty unless --force "
+                          "(default: a new runs/<model>-<data>-<YYYYmmdd-HHMMSS>)")
+    fit.add_argument("--force", action="store_true",
+                     help="write into an existing non-empty --out, replacing an earlier run's files")
+    fit.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run in DIR (its model.npz and config.json) to --epochs epochs "
+                          "in total, writing into DIR; other settings come from DIR/config.json")
+    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress line on stderr (default: only when stderr is a terminal)")
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a checkpoint on a data split",
+        description="Print a checkpoint's mean loss terms on a data split, in nats per example: for "
+                    "a VAE the negative ELBO (one z per example), its reconstruction and KL parts, "
+                    "and the importance-weighted (IWAE) estimate of log p(x) with K samples; for "
+                    "an AE the reconstruction error.",
+    )
+    evaluate.set_defaults(handler=_eval_command)
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by npvae train")
+    evaluate.add_argument("--data", choices=datasets.DATASETS, default=None,
+                          help="data set (default: the one in config.json beside the checkpoint)")
+    evaluate.add_argument("--split", choices=("train", "test"), default="test", help="data split (default: test)")
+    evaluate.add_argument("--iw-samples", type=_positive_int, default=100, metavar="K",
+                          help="importance samples per example of the IWAE estimate (VAE only; default: "
+                               "%(default)s); larger K gives a tighter bound and takes K times the decoder work")
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                          help="seed of the noise of the ELBO and IWAE estimates (default: %(default)s)")
+    evaluate.add_argument("--data-dir", default=None, metavar="PATH",
+                          help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache)")
+
+    sample = commands.add_parser(
+        "sample", help="decode z ~ N(0, I) with a checkpoint's decoder into an image grid",
+        description="Decode n codes drawn from N(0, I) and write them as a PNG grid. For an AE "
+                    "this shows what its decoder makes of codes it was never trained on.",
+    )
+    sample.set_defaults(handler=_sample_command)
+    sample.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by npvae train")
+    sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: %(default)s)")
+    sample.add_argument("--out", default="samples.png", metavar="PNG",
+                        help="where to write the grid (default: %(default)s; replaced if it exists)")
+    sample.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                        help="seed of the codes z (default: %(default)s)")
+    return parser
+
+
+# -- helpers shared by the commands ---------------------------------------------------------------
+def _load_checkpoint(path_text: str) -> checkpoint.Checkpoint:
+    path = Path(path_text)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise UserError(f"checkpoint is not a file: {path}")
+    return checkpoint.load_checkpoint(path)
+
+
+def _image_shape_for(input_dim: int) -> tuple[int, int]:
+    """The (h, w) of a square image with ``input_dim`` pixels: 64 -> (8, 8), 784 -> (28, 28)."""
+    side = math.isqrt(input_dim)
+    if side * side != input_dim:
+        raise UserError(f"cannot draw images of {input_dim} pixels: not a square image "
+                        "(expected e.g. 64 for 8x8 digits or 784 for 28x28 MNIST)")
+    return side, side
+
+
+def _check_fits(model: Autoencoder, data: datasets.Dataset) -> None:
+    if data.x.shape[1] != model.input_dim:
+        h, w = data.image_shape
+        raise UserError(
+            f"--data {data.name} has {data.x.shape[1]} pixels per image ({h}x{w}), but the model "
+            f"expects input_dim {model.input_dim}: evaluate it on the data it was trained on"
+        )
+
+
+def _describe(model: Autoencoder) -> str:
+    config = model.config()
+    shown = ["input_dim", "hidden_dims", "latent_dim", "activation", "output"]
+    if isinstance(model, VAE):
+        shown.append("beta")
+    arguments = ", ".join(f"{name}={config[name]!r}" for name in shown)
+    return f"{type(model).__name__}({arguments})"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: --resume needs a directory written by npvae train") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+    missing = [name for name in TRAIN_SETTINGS if not isinstance(config, dict) or name not in config]
+    if missing:
+        raise UserError(f"{path}: missing settings {missing}")
+    return config
+
+
+def _write_config(path: Path, settings: dict[str, Any]) -> None:
+    data = (json.dumps({**settings, "npvae_version": __version__}, indent=2) + "\n").encode("utf-8")
+    _write_atomically(path, lambda file: file.write(data), suffix=".json.tmp")
+
+
+# -- npvae train ------------------------------------------------------------------------------------
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The train settings given on the command line (argparse leaves the others at None)."""
+    return {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
+
+
+def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
+    given = _given_settings(args)
+    data = given.get("data", COMMON_DEFAULTS["data"])
+    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS[data], **given}
+    if settings["model"] == "ae":
+        for name, flag in (("beta", "--beta"), ("kl_warmup", "--kl-warmup")):
+            if name in given:
+                raise UserError(f"{flag} applies to --model vae only: an AE has no KL term")
+    return settings
+
+
+def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    saved = _read_config(run_dir / CONFIG_FILE)
+    given = _given_settings(args)
+    for name, value in given.items():
+        if name not in RESUME_MAY_CHANGE and value != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(
+                f"{flag} {value!r} differs from the run's {saved[name]!r} ({run_dir / CONFIG_FILE}): "
+                "--resume continues a run with its own settings; drop the option or start a new run"
+            )
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        raise UserError(f"--out {args.out} differs from --resume {run_dir}: "
+                        "a resumed run writes into its own directory")
+    return {name: given.get(name, saved[name]) for name in TRAIN_SETTINGS}
+
+
+def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path:
+    """Create the run directory: the given one (new or empty, or any with --force), or a new one."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {path} exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise UserError(f"--out {path} exists and is not empty: choose a new directory, "
+                            f"or add --force to write into it, or continue it with --resume {path}")
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in (MODEL_FILE, HISTORY_FILE):  # so that no earlier run's checkpoint passes for this one's
+            (path / stale).unlink(missing_ok=True)
+        return path
+    stem = f"{settings['model']}-{settings['data']}-{datetime.now():%Y%m%d-%H%M%S}"
+    Path("runs").mkdir(exist_ok=True)
+    for attempt in range(1, 1000):
+        path = Path("runs") / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise UserError(f"could not create a new directory runs/{stem}-N: remove old runs or give --out")
+
+
+def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
+    arguments = dict(input_dim=input_dim, hidden_dims=settings["hidden"], latent_dim=settings["latent_dim"],
+                     activation=settings["activation"], seed=settings["seed"], dtype=settings["dtype"])
+    if settings["model"] == "vae":
+        return VAE(beta=settings["beta"], **arguments)
+    return AE(**arguments)
+
+
+class _EpochPrinter:
+    """Prints the per-epoch table; clears the progress line on stderr first when one is shown."""
+
+    def __init__(self, is_vae: bool, clear_progress: bool) -> None:
+        self.names = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl") if is_vae else ("loss", "val_loss")
+        self.clear_progress = clear_progress
+
+    def header(self) -> None:
+        print(f"{'epoch':>6}" + "".join(f"{name:>11}" for name in self.names) + f"{'seconds':>9}", flush=True)
+
+    def epoch(self, epoch: int, history: History) -> None:
+        if self.clear_progress:
+            sys.stderr.write("\r\033[K")  # erase the progress line so the table row starts at column 0
+            sys.stderr.flush()
+        values = "".join(f"{getattr(history, name)[-1]:>11.4f}" for name in self.names)
+        print(f"{epoch:>6}{values}{history.seconds[-1]:>9.2f}", flush=True)
+
+
+def _progress_shown(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def _interpolation_ends(labels: np.ndarray) -> tuple[int, int]:
+    """Test image 0 and the first test image with another label (or image 1 if all agree)."""
+    others = np.flatnonzero(labels != labels[0])
+    return 0, int(others[0]) if others.size else min(1, labels.size - 1)
+
+
+def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History, out: Path,
+                   data_name: str, seed: int) -> list[Path]:
+    """Every figure of a run, from the test split; random draws from default_rng(seed)."""
+    from . import plots  # matplotlib takes about a second to import: only when drawing
+
+    rng = np.random.default_rng(seed)
+    name = type(model).__name__
+    is_vae = isinstance(model, VAE)
+    shape = test.image_shape
+    not_gaussian = "" if is_vae else " (AE codes are not N(0, I): not samples of the data)"
+    shown = test.x[:FIGURE_RECONSTRUCTIONS]
+    paths = [plots.save_reconstructions(shown, model.reconstruct(shown), shape, out / "reconstructions.png",
+                                        n=FIGURE_RECONSTRUCTIONS, title=f"{name} reconstructions ({data_name} test)")]
+    paths.append(plots.save_image_grid(model.sample(FIGURE_SAMPLES, rng), shape, out / "samples.png",
+                                       title=f"{name}: decoded z ~ N(0, I){not_gaussian}"))
+    if model.latent_dim == 2:
+        paths.append(plots.save_manifold(model.decode, shape, out / "manifold.png",
+                                         title=f"{name} decoder over the 2-D latent space{not_gaussian}"))
+    codes = model.encode(test.x)[0] if is_vae else model.encode(test.x)
+    what = "means mu(x)" if is_vae else "codes"
+    paths.append(plots.save_latent_scatter(codes, test.labels, out / "latent.png",
+                                           title=f"{name}: latent {what} of the {data_name} test set"))
+    first, last = _interpolation_ends(test.labels)
+    t = np.linspace(0.0, 1.0, INTERPOLATION_STEPS)[:, None]
+    decoded = model.decode((1.0 - t) * codes[first] + t * codes[last])
+    paths.append(plots.save_interpolation(
+        decoded, shape, out / "interpolation.png",
+        title=f"{name}: from test image {first} (label {test.labels[first]}) "
+              f"to test image {last} (label {test.labels[last]})"))
+    curves = history.as_dict()
+    if not is_vae:
+        curves = {key: curves[key] for key in ("loss", "val_loss")}
+    paths.append(plots.save_history(curves, out / "history.png", title=f"{name} on {data_name}: training history"))
+    return paths
+
+
+def _report_interrupt(model_path: Path, csv_path: Path, run_dir: Path) -> int:
+    """After Ctrl-C: sync history.csv with the last checkpoint and say how to resume."""
+    if not model_path.exists():
+        print("\nnpvae: interrupted before the first epoch finished; no checkpoint was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    saved = checkpoint.load_checkpoint(model_path)
+    saved.history.to_csv(csv_path)
+    print(f"\nnpvae: interrupted; the checkpoint of epoch {len(saved.history)} is {model_path}\n"
+          f"resume with: npvae train --resume {run_dir}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        settings = _resume_settings(args, run_dir)
+        saved = _load_checkpoint(str(run_dir / MODEL_FILE))
+        if saved.optimizer is None or saved.history is None or saved.rng is None:
+            raise UserError(f"{run_dir / MODEL_FILE} lacks the optimizer, history or generator state needed to resume")
+        model, optimizer, history, rng = saved.model, saved.optimizer, saved.history, saved.rng
+        if len(history) >= settings["epochs"]:
+            print(f"{run_dir} has already trained {len(history)} epochs (--epochs {settings['epochs']}): "
+                  "nothing to do; give a larger --epochs to train further")
+            return EXIT_OK
+    else:
+        settings = _new_settings(args)
+    train_data = datasets.load(settings["data"], "train", settings["data_dir"], dtype=settings["dtype"])
+    test_data = datasets.load(settings["data"], "test", settings["data_dir"], dtype=settings["dtype"])
+    if args.resume is None:
+        model = _build_model(settings, train_data.x.shape[1])
+        optimizer = Adam(model.parameters(), lr=settings["lr"])
+        history = History()
+        rng = np.random.default_rng(settings["seed"])
+        run_dir = _prepare_out(args.out, args.force, settings)
+    else:
+        _check_fits(model, train_data)
+    model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
+    _write_config(config_path, settings)
+
+    h, w = train_data.image_shape
+    steps = math.ceil(train_data.x.shape[0] / settings["batch_size"])
+    done = len(history)
+    print(f"npvae train: {type(model).__name__} on {settings['data']} -> {run_dir}"
+          + (f" (resuming after epoch {done})" if done else ""))
+    print(f"  model  {_describe(model)}: {model.num_parameters():,} parameters, {model.dtype}")
+    print(f"  data   {settings['data']} {h}x{w}: train {train_data.x.shape}, test {test_data.x.shape}, "
+          f"{train_data.x.dtype}")
+    print(f"  train  epochs {done + 1}..{settings['epochs']}, batch {settings['batch_size']} "
+          f"({steps} steps per epoch), "
+          f"Adam lr {optimizer.lr:g}, seed {settings['seed']}"
+          + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
+          + (", dynamic binarization" if settings["binarize"] else ""))
+    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
+    printer.header()
+
+    def save_epoch(epoch: int, history: History) -> None:
+        checkpoint.save(model, model_path, optimizer=optimizer, history=history, rng=rng)
+        history.to_csv(csv_path)
+        printer.epoch(epoch, history)
+
+    started = time.perf_counter()
+    try:
+        train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
+                  optimizer=optimizer, x_val=test_data.x, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
+                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress)
+        trained = time.perf_counter() - started
+        figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
+    except KeyboardInterrupt:
+        return _report_interrupt(model_path, csv_path, run_dir)
+    except TrainingError as error:
+        kept = (f"the last good checkpoint (epoch {error.epoch - 1}) is {model_path}"
+                if model_path.exists() else "no epoch finished, so no checkpoint was written")
+        print(f"npvae: error: training diverged: {error}\n{kept}", file=sys.stderr)
+        return EXIT_ERROR
+
+    print(f"trained to epoch {len(history)} in {trained:.1f} s; wrote:")
+    for path in (model_path, csv_path, config_path, *figures):
+        print(f"  {path}")
+    print(f"evaluate: npvae eval {model_path}\n"
+          f"continue: npvae train --resume {run_dir} --epochs {2 * settings['epochs']}")
+    return EXIT_OK
+
+
+# -- npvae eval -------------------------------------------------------------------------------------
+def _eval_data_name(args: argparse.Namespace, checkpoint_path: Path) -> str:
+    if args.data is not None:
+        return args.data
+    config_path = checkpoint_path.parent / CONFIG_FILE
+    try:
+        return _read_config(config_path)["data"]
+    except UserError:
+        raise UserError(f"give --data: there is no readable {config_path} beside the checkpoint "
+                        "to say which data it was trained on") from None
+
+
+def _eval_command(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    saved = _load_checkpoint(args.checkpoint)
+    model = saved.model
+    data = datasets.load(_eval_data_name(args, path), args.split, args.data_dir, dtype=model.dtype)
+    _check_fits(model, data)
+    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    terms = train.evaluate(model, data.x, rng=rng)
+    h, w = data.image_shape
+    epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
+    print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
+    print(f"  data {data.name} {args.split}: {data.x.shape[0]} images of {h}x{w}; seed {args.seed}")
+    print(f"{'':<34}{'nats per example':>18}")
+    if isinstance(model, VAE):
+        rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),
+                ("  reconstruction", terms["recon"]),
+                ("  KL(q(z|x) || N(0, I))", terms["kl"])]
+        if model.beta != 1.0:
+            rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
+        log_likelihood = float(model.log_likelihood(data.x, k=args.iw_samples, rng=rng).mean())
+        rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
+    else:
+        rows = [("reconstruction error (NLL)", terms["recon"])]
+    for label, value in rows:
+        print(f"{label:<34}{value:>18.4f}")
+    print(f"({time.perf_counter() - started:.1f} s)")
+    return EXIT_OK
+
+
+# -- npvae sample -----------------------------------------------------------------------------------
+def _sample_command(args: argparse.Namespace) -> int:
+    from . import plots
+
+    model = _load_checkpoint(args.checkpoint).model
+    shape = _image_shape_for(model.input_dim)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: expected a .png file name")
+    images = model.sample(args.n, np.random.default_rng(args.seed))
+    name = type(model).__name__
+    note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
+    ncols = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
+    path = plots.save_image_grid(images, shape, out, title=f"{name}: {args.n} decodings of z ~ N(0, I){note}",
+                                 ncols=ncols)
+    print(f"wrote {path} ({args.n} samples of {shape[0]}x{shape[1]}, seed {args.seed})")
+    return EXIT_OK
+
+
+# -- entry point ------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``npvae`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Invalid arguments make argparse exit with status 2 (``SystemExit``). User errors (missing
+    or corrupt files, data that does not fit, a refused directory) print ``npvae: error: ...``
+    on stderr and return 1.
+    """
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("\nnpvae: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UserError, OSError, ValueError, TypeError) as error:  # CheckpointError is a ValueError
+        print(f"npvae: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
