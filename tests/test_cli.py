@@ -23,7 +23,8 @@ from npvae.cli import main
 # Small and fast: 1,500 digits in 6 steps per epoch through one hidden layer of 16.
 FAST = ["--hidden", "16", "--batch-size", "256", "--lr", "0.01"]
 FIGURES = ("reconstructions.png", "samples.png", "manifold.png", "latent.png", "interpolation.png", "history.png")
-REPO = Path(npvae.__file__).resolve().parent.parent
+PACKAGE_PARENT = Path(npvae.__file__).resolve().parent.parent  # where the npvae under test is imported from
+DEMOS = Path(__file__).resolve().parent.parent / "demos"
 
 
 def train(out: Path, *options: str) -> int:
@@ -294,7 +295,7 @@ def test_corrupt_checkpoint_exits_1(trained_run, tmp_path, capsys):
 
 
 def test_python_dash_m_npvae_shows_help():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-m", "npvae", "--help"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 0
@@ -303,7 +304,7 @@ def test_python_dash_m_npvae_shows_help():
 
 def test_gradcheck_walkthrough_demo_passes_and_catches_the_broken_backward(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["gradcheck_walkthrough.py"])
-    runpy.run_path(str(REPO / "demos" / "gradcheck_walkthrough.py"), run_name="__main__")
+    runpy.run_path(str(DEMOS / "gradcheck_walkthrough.py"), run_name="__main__")
     stdout = capsys.readouterr().out
     assert "all gradients match" in stdout
     assert "caught" in stdout
