@@ -107,7 +107,8 @@ def save(
     Raises
     ------
     TypeError, ValueError
-        An argument of the wrong kind, an optimizer over other parameters, another bit generator.
+        An argument of the wrong kind, an optimizer over other parameters, another bit generator,
+        a parameter or optimizer state holding NaN or inf (nothing is written then).
     """
     if type(model) not in _MODEL_CLASSES.values():
         raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
@@ -150,6 +151,12 @@ def save(
     for name, array in arrays.items():
         if array.dtype.kind not in "biufU":
             raise TypeError(f"{name}: cannot store dtype {array.dtype} without pickle")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            owner = "model" if name.startswith(_PARAM_PREFIX) else "optimizer"
+            raise ValueError(
+                f"{owner}: {name} holds NaN or inf; refusing to save what cannot be used or resumed "
+                f"(any file at {str(path)!r} is left as it was)"
+            )
     _write_atomically(path, lambda file: np.savez(file, **arrays), suffix=".npz.tmp")
     return path
 
@@ -264,6 +271,8 @@ def _read_model(reader: _Reader) -> Autoencoder:
     for name, array in state.items():
         if array.dtype != model.dtype:
             raise reader.error(f"{_PARAM_PREFIX}{name}: expected dtype {model.dtype} (the model's), got {array.dtype}")
+        if not np.isfinite(array).all():
+            raise reader.error(f"{_PARAM_PREFIX}{name}: expected finite values, found NaN or inf")
     try:
         model.load_state_dict(state)
     except (TypeError, ValueError) as error:
@@ -284,6 +293,8 @@ def _read_optimizer(reader: _Reader, model: Autoencoder) -> Optimizer | None:
     for name, array in state.items():
         if array.dtype.kind not in "iuf":
             raise reader.error(f"{_OPTIM_PREFIX}{name}: expected a numeric array, got dtype {array.dtype}")
+        if not np.isfinite(array).all():
+            raise reader.error(f"{_OPTIM_PREFIX}{name}: expected finite values, found NaN or inf")
     try:
         optimizer = _OPTIMIZER_CLASSES[class_name](model.parameters(), **config)
         optimizer.load_state_dict(state)
@@ -340,7 +351,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         The file (named in the message) is not a zip/npz archive, is truncated or corrupted
         (every member's CRC is checked), holds an object array (refused, never unpickled),
         lacks required arrays, has another format version, an unknown model or optimizer
-        class, invalid JSON, or parameters or optimizer state that do not fit the model.
+        class, invalid JSON, or parameters or optimizer state that do not fit the model or hold
+        NaN or inf.
     """
     path = _check_path(path)
     reader = _Reader(path, _read_arrays(path))

@@ -166,8 +166,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ValueError
         Naming the file, if the gzip stream is corrupt, the magic number is not one of the
         two above, or the payload is shorter or longer than the header's dimensions imply.
+    TypeError
+        ``path`` is not a str or os.PathLike.
+    OSError
+        The file cannot be opened (FileNotFoundError, IsADirectoryError, PermissionError).
     """
-    path = Path(path)
+    path = _check_path_like("path", path)
     with open(path, "rb") as raw_file:
         is_gzip = raw_file.read(2) == _GZIP_MAGIC
         raw_file.seek(0)
@@ -265,22 +269,36 @@ def load(
         Unknown ``name`` or ``split``; an IDX file that does not parse or does not fit its
         partner (different counts, wrong image size, labels outside 0..9).
     TypeError
-        ``dtype`` not one of float32, float64, uint8.
+        ``dtype`` not one of float32, float64, uint8; ``data_dir`` not a str, os.PathLike or
+        None; ``download`` not a bool.
     FileNotFoundError
         Files missing and ``download=False``; the message names the directory to put them in.
     DownloadError
         Files missing and no mirror delivered a verified copy; the message lists each mirror
         tried with its reason and the directory to put the files in by hand.
     """
-    if name not in DATASETS:
+    # isinstance first: ``in`` on a NumPy array argument would compare elementwise
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name: expected one of {DATASETS}, got {name!r}")
     valid_splits = ("train", "test", "all") if name == "digits" else ("train", "test")
-    if split not in valid_splits:
+    if not isinstance(split, str) or split not in valid_splits:
         raise ValueError(f"split: expected one of {valid_splits} for {name!r}, got {split!r}")
     out_dtype = _check_dtype(dtype)
+    if data_dir is not None:
+        _check_path_like("data_dir", data_dir)
+    # a truthy string such as "no" must not mean "yes, use the network"
+    if not isinstance(download, (bool, np.bool_)):
+        raise TypeError(f"download: expected True or False, got {download!r}")
     if name == "digits":
         return _load_digits(split, out_dtype)
     return _load_idx_dataset(name, split, data_dir, download, out_dtype)
+
+
+def _check_path_like(name: str, path: object) -> Path:
+    """``Path(path)`` for a str or os.PathLike of str; TypeError naming the argument otherwise."""
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"{name}: expected a str or os.PathLike path, got {type(path).__name__}")
+    return Path(path)
 
 
 def _check_dtype(dtype: object) -> np.dtype:
@@ -359,7 +377,7 @@ def _load_idx_dataset(
     if len(labels) and labels.max() >= _N_CLASSES:
         raise ValueError(f"{labels_path}: expected labels 0..9, found {labels.max()}")
     return Dataset(
-        x=_to_dtype(images.reshape(len(images), -1), 255, out_dtype),
+        x=_to_dtype(images.reshape(len(images), math.prod(_IDX_IMAGE_SHAPE)), 255, out_dtype),
         labels=labels.astype(np.int64),
         image_shape=_IDX_IMAGE_SHAPE,
         name=name,

@@ -81,7 +81,9 @@ def _compare(name: str, analytic: np.ndarray, numeric: np.ndarray, rtol: float, 
     abs_error = np.abs(analytic - numeric)
     scale = np.maximum(np.abs(analytic), np.abs(numeric))
     rel_error = abs_error / np.maximum(scale, np.finfo(np.float64).tiny)
-    violation = abs_error / (atol + rtol * scale)  # > 1 means the entry fails
+    # > 1 means the entry fails; an exact match passes even with atol = 0 and scale = 0 (0 / 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        violation = np.where(abs_error == 0, 0.0, abs_error / (atol + rtol * scale))
     worst = np.unravel_index(int(np.argmax(violation)), violation.shape) if violation.size else ()
     return GradcheckEntry(
         name=name,
@@ -109,9 +111,45 @@ def _numeric_gradient(value_of: Callable[[], float], array: np.ndarray, step: fl
 
 
 def _check_float64(name: str, array: np.ndarray) -> None:
+    """A finite, writeable float64 ndarray (its entries are perturbed in place and restored)."""
     if not isinstance(array, np.ndarray) or array.dtype != np.float64:
         given = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
         raise TypeError(f"{name}: gradient checks run in float64, got {given}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+    if not array.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable array (entries are perturbed in place and restored)")
+
+
+def _check_settings(step: float, rtol: float, atol: float) -> tuple[float, float, float]:
+    """step > 0, rtol >= 0, atol >= 0, all finite, not both tolerances 0."""
+    checked = []
+    for name, value in (("step", step), ("rtol", rtol), ("atol", atol)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+        value = float(value)
+        if not np.isfinite(value) or value < 0 or (name == "step" and value == 0):
+            wanted = "a finite value > 0" if name == "step" else "a finite value >= 0"
+            raise ValueError(f"{name}: expected {wanted}, got {value!r}")
+        checked.append(value)
+    if checked[1] == 0 and checked[2] == 0:
+        raise ValueError("rtol, atol: expected at least one of them > 0 (finite differences are never exact), got 0 and 0")
+    return checked[0], checked[1], checked[2]
+
+
+def _evaluate(fun: Callable[..., tuple[float, Sequence[np.ndarray]]], inputs: list[np.ndarray]
+              ) -> tuple[float, Sequence[object]]:
+    """fun(*inputs), checked to be a pair (real scalar value, sequence of gradients)."""
+    result = fun(*inputs)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(f"fun: expected to return a pair (value, grads), got {type(result).__name__}")
+    value, grads = result
+    value = np.asarray(value)
+    if value.shape != () or value.dtype.kind not in "biuf":
+        raise TypeError(f"fun: expected a real scalar value, got dtype {value.dtype} shape {value.shape}")
+    if isinstance(grads, (str, bytes, np.ndarray)) or not isinstance(grads, Sequence):
+        raise TypeError(f"fun: expected a sequence of gradients, one per input, got {type(grads).__name__}")
+    return float(value), grads
 
 
 def gradcheck(
@@ -131,25 +169,50 @@ def gradcheck(
         ``fun(*inputs) -> (value, grads)``: a scalar value and one gradient per input, each of
         the input's shape. (Wrap a per-example loss as ``lambda *a: (v.sum(), g)``.)
     inputs : sequence of float64 arrays
-        The point at which to check. Entries are perturbed in place and restored.
+        The point at which to check: finite, writeable (entries are perturbed in place and
+        restored).
     names : names of the inputs for the report (default "input0", "input1", ...).
-    step, rtol, atol : see the module docstring for the defaults and why.
+    step, rtol, atol : see the module docstring for the defaults and why. step > 0; rtol,
+        atol >= 0, not both 0.
+
+    Raises
+    ------
+    TypeError
+        ``fun`` not callable or not returning (real scalar, gradients); inputs not float64
+        arrays; names not strings.
+    ValueError
+        Non-finite or read-only inputs; counts or shapes that do not match; bad step or
+        tolerances.
     """
+    if not callable(fun):
+        raise TypeError(f"fun: expected a callable, got {type(fun).__name__}")
+    if isinstance(inputs, (str, bytes, np.ndarray)) or not isinstance(inputs, Sequence):
+        raise TypeError(f"inputs: expected a sequence of float64 arrays, e.g. [x], got {type(inputs).__name__}")
     inputs = list(inputs)
-    names = list(names) if names is not None else [f"input{i}" for i in range(len(inputs))]
+    if names is None:
+        names = [f"input{i}" for i in range(len(inputs))]
+    elif isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names: expected a sequence of strings, one per input, got {names!r}")
+    names = list(names)
     if len(names) != len(inputs):
         raise ValueError(f"names: expected {len(inputs)} names, got {len(names)}")
+    step, rtol, atol = _check_settings(step, rtol, atol)
     for name, array in zip(names, inputs):
         _check_float64(name, array)
-    _, grads = fun(*inputs)
-    grads = [np.array(grad, dtype=np.float64) for grad in grads]
-    if len(grads) != len(inputs):
-        raise ValueError(f"fun: expected {len(inputs)} gradients, got {len(grads)}")
+    _, given_grads = _evaluate(fun, inputs)
+    if len(given_grads) != len(inputs):
+        raise ValueError(f"fun: expected {len(inputs)} gradients, got {len(given_grads)}")
+    grads = []
+    for name, grad in zip(names, given_grads):
+        grad = np.asarray(grad)
+        if grad.dtype.kind not in "biuf":
+            raise TypeError(f"fun: gradient for {name} is not a real array, got dtype {grad.dtype}")
+        grads.append(grad.astype(np.float64))
     entries = []
     for name, array, grad in zip(names, inputs, grads):
         if grad.shape != array.shape:
             raise ValueError(f"fun: gradient for {name} has shape {grad.shape}, expected {array.shape}")
-        numeric = _numeric_gradient(lambda: float(fun(*inputs)[0]), array, step)
+        numeric = _numeric_gradient(lambda: _evaluate(fun, inputs)[0], array, step)
         entries.append(_compare(name, grad, numeric, rtol, atol))
     return GradcheckReport(tuple(entries), step, rtol, atol)
 
@@ -168,7 +231,22 @@ def gradcheck_module(
     The scalar checked is L = sum(module(x) * w), with w a fixed random array from ``rng``:
     a random projection exercises every output, and dL/dy = w is what backward receives.
     The module's existing parameter grads are overwritten (zeroed first).
+
+    ``module`` is a layer with its own ``forward(x)`` (Dense, an activation, a Sequential); a
+    model (AE, VAE) has none: check its ``loss_and_grads`` with :func:`gradcheck` instead.
+    ``x`` and the parameters must be finite float64 arrays. Raises TypeError / ValueError as
+    :func:`gradcheck` does, and TypeError for a non-Module or a non-Generator ``rng``.
     """
+    if not isinstance(module, Module):
+        raise TypeError(f"module: expected an npvae Module, got {type(module).__name__}")
+    if type(module).forward is Module.forward:
+        raise TypeError(
+            f"module: {type(module).__name__} has no forward(x) of its own (a model? check its "
+            "loss_and_grads with gradcheck instead)"
+        )
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    step, rtol, atol = _check_settings(step, rtol, atol)
     _check_float64("x", x)
     for name, parameter in module.named_parameters():
         _check_float64(name, parameter.value)

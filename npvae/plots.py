@@ -8,6 +8,8 @@ everything runs headless.
 
 Images are the rows of a 2-D array ``(n, h * w)`` holding intensities in [0, 1] (e.g. Bernoulli
 means). They are drawn in grey, 0 = black and 1 = white; values outside [0, 1] are clipped.
+Integer images (e.g. uint8 pixels 0..255) are refused rather than clipped to white: scale them
+to [0, 1] first. Boolean images (binarized data) are drawn as 0 and 1.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 _DPI = 100
+_MAX_CLASSES = 256  # one colour and one colour-bar tick per class; beyond that, unreadable
 _PAD = 1  # pixels between tiles
 _PAD_VALUE = 0.5  # mid grey: a gap between tiles shows on black (MNIST) and on white backgrounds
 
@@ -216,7 +219,7 @@ def save_latent_scatter(
     means : np.ndarray, shape (n, d)
         Encoder means, one row per example (at least 2 rows when ``d > 2``).
     labels : np.ndarray of int, shape (n,)
-        Class labels ``0 .. K-1``; the colour bar shows ticks 0 .. max(labels).
+        Class labels ``0 .. K-1`` with ``K <= 256``; the colour bar shows ticks 0 .. max(labels).
     path : str or os.PathLike
         Where to write the PNG (must end in ``.png``; missing parent directories are created).
     title : str
@@ -244,6 +247,10 @@ def save_latent_scatter(
         )
     if labels.min() < 0:
         raise ValueError(f"labels: expected non-negative class labels, got minimum {labels.min()}")
+    if labels.max() >= _MAX_CLASSES:
+        raise ValueError(
+            f"labels: expected class labels below {_MAX_CLASSES} (one colour each), got maximum {labels.max()}"
+        )
 
     coords, (xlabel, ylabel) = _project_2d(means)
     n_classes = int(labels.max()) + 1
@@ -337,8 +344,9 @@ def save_history(
     """
     path = _check_path(path)
     if not isinstance(history, Mapping):
+        hint = " (for a training History, pass history.as_dict())" if hasattr(history, "as_dict") else ""
         raise TypeError(
-            f"history: expected a mapping of key -> per-epoch values, got {type(history).__name__}"
+            f"history: expected a mapping of key -> per-epoch values, got {type(history).__name__}{hint}"
         )
     known = ("loss", "val_loss", "recon", "val_recon", "kl", "val_kl")
     curves = {}
@@ -645,9 +653,14 @@ def _as_array(name: str, value: object, ndim: int, finite: bool = True) -> np.nd
 
 
 def _check_images(name: str, images: object, image_shape: tuple[int, int]) -> np.ndarray:
-    """images as float64 (n, h * w) with n >= 1 and finite values."""
+    """images as float64 (n, h * w) with n >= 1 and finite values; integer pixels are refused."""
     h, w = image_shape
     arr = np.asarray(images)
+    if arr.dtype.kind in "iu":
+        raise TypeError(
+            f"{name}: expected intensities in [0, 1] as floats, got dtype {arr.dtype} "
+            "(scale pixel values first, e.g. x / 255)"
+        )
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != h * w:
         raise ValueError(
             f"{name}: expected shape (n, {h * w}) with n >= 1 for image_shape ({h}, {w}), "

@@ -15,6 +15,12 @@ import numpy as np
 __all__ = ["Reparameterization"]
 
 
+def _check_float_array(name: str, array: object) -> None:
+    if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
+        given = f"dtype {array.dtype}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise TypeError(f"{name}: expected a float32 or float64 ndarray, got {given}")
+
+
 class Reparameterization:
     """Forward z = mu + sigma * eps with sigma = exp(logvar / 2); backward to (mu, logvar).
 
@@ -45,10 +51,22 @@ class Reparameterization:
 
         Give ``eps`` to make the result deterministic (gradient checks, comparisons with
         another implementation), or ``rng`` to draw eps ~ N(0, I) from it. Exactly one of the two.
+
+        Only types and shapes are checked (this is the VAE's training path): non-finite values
+        propagate, and exp(logvar / 2) overflows to inf for logvar above 2 log(max float)
+        (about 1419 in float64, 177 in float32).
+
+        Raises
+        ------
+        TypeError
+            mu, logvar or eps not a float32/float64 ndarray; rng not a numpy.random.Generator.
+        ValueError
+            mu not 2-D; logvar or eps of another shape or dtype than mu; not exactly one of eps, rng.
         """
         for name, array in (("mu", mu), ("logvar", logvar)):
-            if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
-                raise TypeError(f"{name}: expected a float32 or float64 ndarray")
+            _check_float_array(name, array)
+        if mu.ndim != 2:
+            raise ValueError(f"mu: expected a 2-D array (batch, latent_dim), got shape {mu.shape}")
         if logvar.shape != mu.shape or logvar.dtype != mu.dtype:
             raise ValueError(
                 f"logvar: expected shape {mu.shape} and dtype {mu.dtype} (as mu), "
@@ -62,11 +80,13 @@ class Reparameterization:
                 raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
             eps = self._buffer("eps", mu)
             rng.standard_normal(dtype=eps.dtype, out=eps)
-        elif not isinstance(eps, np.ndarray) or eps.shape != mu.shape or eps.dtype != mu.dtype:
-            raise ValueError(
-                f"eps: expected an ndarray of shape {mu.shape} and dtype {mu.dtype}, "
-                f"got {getattr(eps, 'shape', type(eps).__name__)} {getattr(eps, 'dtype', '')}"
-            )
+        else:
+            _check_float_array("eps", eps)
+            if eps.shape != mu.shape or eps.dtype != mu.dtype:
+                raise ValueError(
+                    f"eps: expected an ndarray of shape {mu.shape} and dtype {mu.dtype}, "
+                    f"got {eps.shape} {eps.dtype}"
+                )
         sigma = self._buffer("sigma", mu)
         np.multiply(logvar, 0.5, out=sigma)
         np.exp(sigma, out=sigma)
@@ -77,9 +97,19 @@ class Reparameterization:
         return z
 
     def backward(self, grad_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (dL/dmu, dL/dlogvar) = (dL/dz, dL/dz * eps * sigma / 2)."""
+        """Return (dL/dmu, dL/dlogvar) = (dL/dz, dL/dz * eps * sigma / 2).
+
+        ``grad_z`` must have the shape and dtype of the last ``forward``'s z (TypeError if it
+        is not a float ndarray, ValueError otherwise; RuntimeError before any forward).
+        """
         if self._eps is None or self._sigma is None:
             raise RuntimeError("Reparameterization.backward called before forward")
+        _check_float_array("grad_z", grad_z)
+        if grad_z.shape != self._sigma.shape or grad_z.dtype != self._sigma.dtype:
+            raise ValueError(
+                f"grad_z: expected shape {self._sigma.shape} and dtype {self._sigma.dtype} (as z), "
+                f"got {grad_z.shape} and {grad_z.dtype}"
+            )
         grad_mu = self._buffer("grad_mu", grad_z)
         np.copyto(grad_mu, grad_z)
         grad_logvar = self._buffer("grad_logvar", grad_z)

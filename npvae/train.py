@@ -52,14 +52,17 @@ _CSV_COLUMNS = ("epoch", "loss", "recon", "kl", "val_loss", "val_recon", "val_kl
 
 
 class TrainingError(RuntimeError):
-    """A training step gave a non-finite loss or gradient; the step was not taken.
+    """Training met a non-finite value: a step's loss or gradient (the step was not taken), or,
+    after an epoch, the parameters or the validation loss (the epoch was not recorded).
 
     Attributes
     ----------
     epoch, batch : int
-        1-based epoch (counting the epochs of a resumed history) and batch within it.
+        1-based epoch (counting the epochs of a resumed history) and batch within it; batch is
+        0 for a failure found after the epoch's batches.
     loss : float
-        The batch loss returned by the model (possibly finite when only the gradient is not).
+        The batch loss returned by the model (possibly finite when only the gradient is not);
+        after an epoch, the last batch's loss or the validation loss.
     """
 
     def __init__(self, message: str, *, epoch: int, batch: int, loss: float) -> None:
@@ -188,6 +191,8 @@ class History:
 def _check_path(path: Any) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected str or os.PathLike, got {type(path).__name__}")
+    if os.fspath(path) == "":
+        raise ValueError("path: expected a file name, got ''")
     return Path(path)
 
 
@@ -258,12 +263,20 @@ def _check_rng(rng: Any) -> np.random.Generator:
 
 # -- evaluation --------------------------------------------------------------------------------
 def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch_size: int) -> dict[str, float]:
+    """Mean loss terms over x; may hold inf or NaN where the model overflows (callers check)."""
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-    for start in range(0, x.shape[0], batch_size):
-        terms = model.terms(x[start : start + batch_size], rng=rng)
-        for name in totals:
-            totals[name] += float(getattr(terms, name).sum(dtype=np.float64))
+    # an overflow shows up as a non-finite total, which the callers report as an error
+    # naming the data: NumPy's overflow warnings would only repeat it, less clearly
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for start in range(0, x.shape[0], batch_size):
+            terms = model.terms(x[start : start + batch_size], rng=rng)
+            for name in totals:
+                totals[name] += float(getattr(terms, name).sum(dtype=np.float64))
     return {name: total / x.shape[0] for name, total in totals.items()}
+
+
+def _max_abs(x: np.ndarray) -> float:
+    return float(np.abs(x).max(initial=0.0))
 
 
 def evaluate(
@@ -286,12 +299,27 @@ def evaluate(
     -------
     dict
         ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``x`` (as the model's methods), or the model's loss on ``x`` is not finite:
+        its computation overflows the model's dtype, e.g. for a Gaussian decoder on data of a
+        far larger scale than it was built for.
+    TypeError
+        A model, ``x`` or ``rng`` of the wrong kind.
     """
     model = _check_model(model)
     x = model._as_batch(x)
     rng = np.random.default_rng(0) if rng is None else _check_rng(rng)
     batch_size = _int_at_least("batch_size", batch_size, 1)
-    return _evaluate(model, x, rng, batch_size)
+    metrics = _evaluate(model, x, rng, batch_size)
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise ValueError(
+            f"x: the model's loss on these data is not finite ({metrics}): its computation overflows "
+            f"{model.dtype} (largest |x| = {_max_abs(x):.3g}; rescale the data)"
+        )
+    return metrics
 
 
 # -- progress display --------------------------------------------------------------------------
@@ -340,12 +368,26 @@ def _progress_stream(progress: bool | None) -> TextIO | None:
 
 
 # -- the loop ------------------------------------------------------------------------------------
-def _gradient_buffers(parameters: list[Parameter]) -> list[np.ndarray]:
-    """The arrays holding every gradient: the one flat buffer of a flattened model, else each grad."""
-    flat = parameters[0].grad.base
-    if flat is not None and flat.ndim == 1 and flat.size == sum(p.grad.size for p in parameters):
+def _flat_buffers(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The one flat buffer that ``arrays`` are views of (a flattened model), else the arrays."""
+    flat = arrays[0].base
+    if flat is not None and flat.ndim == 1 and flat.size == sum(array.size for array in arrays):
         return [flat]
-    return [parameter.grad for parameter in parameters]
+    return arrays
+
+
+def _all_finite(arrays: list[np.ndarray]) -> bool:
+    return all(np.isfinite(array).all() for array in arrays)
+
+
+def _after_failure(values: list[np.ndarray], first_step: bool, x_train: np.ndarray) -> str:
+    """The end of a TrainingError message: the state of the parameters, and what to try."""
+    if not _all_finite(values):
+        return "but the parameters are already non-finite: an earlier update overflowed them"
+    if first_step:
+        return (f"the parameters keep their last finite values (this was the first step: check the "
+                f"scale of x_train, largest |value| = {_max_abs(x_train):.3g})")
+    return "the parameters keep their last finite values (a lower learning rate may help)"
 
 
 def _kl_weight(beta: float, step: int, warmup_steps: int) -> float:
@@ -424,6 +466,10 @@ def fit(
     TrainingError
         A step gave a non-finite loss or gradient. The step is not taken, so the parameters
         (and the optimizer) keep the values of the last finite step; the epoch is not recorded.
+        Also raised, with ``batch = 0``, before an epoch is recorded (and before the callbacks
+        run) when the parameters are no longer finite after it (an update overflowed them: they
+        are then unusable) or the loss on ``x_val`` is not finite (the parameters are finite;
+        the data overflow the model). Callbacks therefore only ever see a finite model.
     ValueError, TypeError
         Invalid arguments, named in the message.
 
@@ -477,7 +523,8 @@ def fit(
     batches_per_epoch = math.ceil(n / batch_size)
     beta = float(getattr(model, "beta", 0.0))
     warmup_steps = kl_warmup_epochs * batches_per_epoch
-    gradients = _gradient_buffers(parameters)
+    gradients = _flat_buffers([parameter.grad for parameter in parameters])
+    values = _flat_buffers([parameter.value for parameter in parameters])
     finite_masks = [np.empty(gradient.shape, dtype=bool) for gradient in gradients]
     first_epoch = len(history) + 1
     last_epoch = len(history) + epochs
@@ -489,37 +536,58 @@ def fit(
             order = rng.permutation(n)
             recon_sum = kl_sum = 0.0
             kl_weight = 0.0
-            for batch in range(1, batches_per_epoch + 1):
-                x_batch = x_train[order[(batch - 1) * batch_size : batch * batch_size]]
-                if binarize:
-                    x_batch = (rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
-                step = (epoch - 1) * batches_per_epoch + batch
-                kl_weight = _kl_weight(beta, step, warmup_steps)
-                loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
-                finite_gradient = all(
-                    np.isfinite(gradient, out=mask).all() for gradient, mask in zip(gradients, finite_masks)
-                )
-                if not (math.isfinite(loss) and finite_gradient):
-                    what = "loss" if not math.isfinite(loss) else "gradient"
-                    raise TrainingError(
-                        f"non-finite {what} at epoch {epoch}, batch {batch} of {batches_per_epoch} "
-                        f"(loss {loss!r}); the step was not taken, the parameters keep their last "
-                        f"finite values (a lower learning rate may help)",
-                        epoch=epoch, batch=batch, loss=loss,
+            # a step that overflows is reported by the TrainingError below, naming the epoch and
+            # batch; NumPy's overflow warnings from inside the model would only repeat it
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                for batch in range(1, batches_per_epoch + 1):
+                    x_batch = x_train[order[(batch - 1) * batch_size : batch * batch_size]]
+                    if binarize:
+                        x_batch = (rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
+                    step = (epoch - 1) * batches_per_epoch + batch
+                    kl_weight = _kl_weight(beta, step, warmup_steps)
+                    loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
+                    finite_gradient = all(
+                        np.isfinite(gradient, out=mask).all() for gradient, mask in zip(gradients, finite_masks)
                     )
-                optimizer.step()
-                rows = x_batch.shape[0]
-                recon_sum += model.last_recon * rows
-                kl_sum += model.last_kl * rows
-                if display is not None:
-                    display.batch(epoch, batch, loss)
+                    if not (math.isfinite(loss) and finite_gradient):
+                        what = "loss" if not math.isfinite(loss) else "gradient"
+                        first_step = epoch == first_epoch and batch == 1
+                        raise TrainingError(
+                            f"non-finite {what} at epoch {epoch}, batch {batch} of {batches_per_epoch} "
+                            f"(loss {loss!r}); the step was not taken, "
+                            + _after_failure(values, first_step, x_train),
+                            epoch=epoch, batch=batch, loss=loss,
+                        )
+                    optimizer.step()
+                    rows = x_batch.shape[0]
+                    recon_sum += model.last_recon * rows
+                    kl_sum += model.last_kl * rows
+                    if display is not None:
+                        display.batch(epoch, batch, loss)
+            # one pass per epoch: an update can overflow the parameters even from finite gradients
+            # (learning rate times gradient beyond the float range); callbacks never see that model
+            if not _all_finite(values):
+                raise TrainingError(
+                    f"non-finite parameters after epoch {epoch}: an update overflowed {model.dtype} "
+                    f"(learning rate times gradient too large); the epoch is not recorded and the "
+                    f"parameters are unusable (reload the last checkpoint, lower the learning rate)",
+                    epoch=epoch, batch=0, loss=loss,
+                )
+            if x_val is not None:
+                metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE)
+                if not all(math.isfinite(value) for value in metrics.values()):
+                    raise TrainingError(
+                        f"non-finite validation loss after epoch {epoch} ({metrics}): the model's "
+                        f"computation on x_val overflows {model.dtype} (largest |x_val| = "
+                        f"{_max_abs(x_val):.3g}); the epoch is not recorded, the parameters are finite",
+                        epoch=epoch, batch=0, loss=metrics["loss"],
+                    )
             recon, kl = recon_sum / n, kl_sum / n
             history.loss.append(recon + beta * kl)
             history.recon.append(recon)
             history.kl.append(kl)
             history.kl_weight.append(kl_weight)
             if x_val is not None:
-                metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE)
                 history.val_loss.append(metrics["loss"])
                 history.val_recon.append(metrics["recon"])
                 history.val_kl.append(metrics["kl"])

@@ -103,3 +103,87 @@ def same_shape_arrays(
     """``count`` arrays of one drawn (batch, dim) shape, each with values in [low, high]."""
     shape = draw(shapes())
     return tuple(draw(float_arrays(shape, low=low, high=high, dtype=dtype)) for _ in range(count))
+
+
+# -- arbitrary input, for the robustness tests (tests/test_robustness.py) ---------------------------
+#: Every kind of array a caller might pass where floats are expected.
+ANY_DTYPES = (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int64, np.bool_, np.complex128)
+any_dtypes = st.sampled_from(ANY_DTYPES)
+
+#: Objects that are not arrays at all, for arguments that expect one.
+junk = st.sampled_from([None, "abc", b"\x00\x01", 3, 2.5, True, {}, (), object()])
+
+
+@st.composite
+def batch_shapes(draw: st.DrawFn, width: int, max_batch: int = MAX_BATCH) -> tuple[int, ...]:
+    """Usually a valid (batch, width) shape; otherwise one that a (batch, width) argument must
+    refuse: another width, an empty batch, a single vector (width,), 3-D, or 0-d."""
+    batch = draw(st.integers(1, max_batch))
+    kind = draw(st.sampled_from(["valid"] * 10 + ["width", "empty", "vector", "3-D", "0-d"]))
+    if kind == "width":
+        return (batch, draw(st.integers(0, MAX_DIM + 1).filter(lambda w: w != width)))
+    if kind == "empty":
+        return (0, width)
+    if kind == "vector":
+        return (width,)
+    if kind == "3-D":
+        return (batch, width, draw(st.integers(1, 2)))
+    if kind == "0-d":
+        return ()
+    return (batch, width)
+
+
+def _elements(dtype: np.dtype, regime: str, magnitude: float) -> st.SearchStrategy:
+    """Values representable in ``dtype`` for one value regime (see ``arbitrary_arrays``)."""
+    if dtype.kind == "b":
+        return st.booleans()
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return st.integers(max(info.min, 0), min(info.max, 255)) if regime != "wide" else st.integers(info.min, info.max)
+    if dtype.kind == "c":
+        if regime == "nonfinite":
+            return st.complex_numbers(allow_nan=True, allow_infinity=True)
+        return st.complex_numbers(max_magnitude=min(magnitude, 1e300), allow_nan=False, allow_infinity=False)
+    width = dtype.itemsize * 8
+    bound = float(dtype.type(min(magnitude, float(np.finfo(dtype).max))))
+    unit = st.floats(0.0, 1.0, width=width)
+    if regime == "unit":
+        return unit
+    if regime == "pixels":
+        return st.integers(0, int(min(255, magnitude))).map(float)
+    if regime == "wide":
+        return st.floats(-bound, bound, width=width)
+    return unit | st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+
+@st.composite
+def arbitrary_arrays(
+    draw: st.DrawFn,
+    shape: tuple[int, ...] | st.SearchStrategy[tuple[int, ...]],
+    *,
+    dtypes: st.SearchStrategy = any_dtypes,
+    magnitude: float = 1e30,
+    nonfinite: bool = True,
+) -> np.ndarray:
+    """An array of any dtype from ``dtypes`` and the given shape, its values from one regime:
+    "unit" (floats in [0, 1]: valid data for a Bernoulli model), "pixels" (0..255, as raw image
+    bytes would be), "wide" (|value| <= magnitude, extremes included) or, when ``nonfinite``,
+    "nonfinite" (values in [0, 1] mixed with NaN, inf and -inf). Float values never exceed
+    ``magnitude``; integer arrays span 0..255 or, in the "wide" regime, their whole range."""
+    dtype = np.dtype(draw(dtypes))
+    regimes = ["unit", "unit", "pixels", "wide"] + (["nonfinite"] if nonfinite else [])
+    regime = draw(st.sampled_from(regimes))
+    return draw(hnp.arrays(dtype, shape, elements=_elements(dtype, regime, magnitude)))
+
+
+@st.composite
+def array_arguments(draw: st.DrawFn, arrays: st.SearchStrategy[np.ndarray]) -> object:
+    """What a caller passes for an array argument: usually the ndarray, sometimes the same
+    values as nested Python lists, sometimes something that is no array at all (``junk``)."""
+    array = draw(arrays)
+    form = draw(st.sampled_from(["ndarray"] * 6 + ["list", "junk"]))
+    if form == "list":
+        return array.tolist()
+    if form == "junk":
+        return draw(junk)
+    return array
