@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .nn import _gemv, _ones
+
 __all__ = ["bce_with_logits", "squared_error", "gaussian_nll", "gaussian_kl", "LOG_2PI"]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -66,30 +68,50 @@ def bce_with_logits(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray,
     return value, grad_logits
 
 
+def _softplus_row_parts(
+    logits: np.ndarray, work: np.ndarray, scratch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The row sums of the two parts of softplus(l) = max(l, 0) + log1p(e), e = exp(-|l|).
+
+    Returns (sum_j max(l_j, 0), sum_j log1p(e_j)), each (batch,), and leaves e in ``work``.
+    max(l, 0) = (l + |l|) / 2, so no exponent is ever positive. Kept apart so that a caller
+    adds the small log1p terms last, after max(l, 0) - t l (which may cancel to exactly 0).
+    Row sums are BLAS gemv products with a vector of ones: one pass each, several times
+    faster than ``sum(axis=1)`` here. ``scratch`` receives log1p(e); it may be ``work`` itself
+    when e is not needed afterwards.
+    """
+    ones = _ones(logits.shape[1], logits.dtype)
+    positive_part = np.empty(logits.shape[0], dtype=logits.dtype)
+    log1p_part = np.empty(logits.shape[0], dtype=logits.dtype)
+    np.abs(logits, out=work)
+    _gemv(logits.T, ones, out=positive_part, alpha=0.5, trans=True)
+    _gemv(work.T, ones, out=positive_part, alpha=0.5, beta=1.0, trans=True)
+    np.negative(work, out=work)
+    np.exp(work, out=work)
+    np.log1p(work, out=scratch)
+    _gemv(scratch.T, ones, out=log1p_part, trans=True)
+    return positive_part, log1p_part
+
+
 def _bce_with_logits_into(
     logits: np.ndarray, target: np.ndarray, grad_logits: np.ndarray, work: np.ndarray
 ) -> np.ndarray:
     """bce_with_logits without checks; writes the gradient into ``grad_logits``.
 
-    With a = |l| and e = exp(-a), both terms come from the same e:
-        softplus(l) = max(l, 0) + log1p(e),   max(l, 0) = (l + a) / 2
-        sigmoid(l)  = exp(min(l, 0)) / (1 + e)     (1/(1+e) for l >= 0, e/(1+e) for l < 0)
+    With e = exp(-|l|), both the value and the gradient come from the one exponential e:
+        value = max(l, 0) - t l + log1p(e)             (``_softplus_row_parts``)
+        sigmoid(l) = max([l >= 0], e) / (1 + e)        (1/(1+e) for l >= 0, e/(1+e) for l < 0)
     No exponent is ever positive, and no masked (where=) NumPy operation is used: those are
     many times slower than plain passes.
     """
-    np.abs(logits, out=work)
-    value = 0.5 * (logits.sum(axis=1) + work.sum(axis=1))
+    value, log1p_part = _softplus_row_parts(logits, work, grad_logits)
     value -= np.einsum("ij,ij->i", target, logits)
-    np.negative(work, out=work)
-    np.exp(work, out=work)
-    np.log1p(work, out=grad_logits)
-    value += grad_logits.sum(axis=1)
-    # grad = sigmoid(l) - t
-    np.add(work, 1, out=grad_logits)
-    np.reciprocal(grad_logits, out=grad_logits)
-    np.minimum(logits, 0, out=work)
-    np.exp(work, out=work)
-    grad_logits *= work
+    value += log1p_part
+    # grad = sigmoid(l) - t, the numerator max([l >= 0], e) built without a second exp
+    np.greater_equal(logits, 0, out=grad_logits)
+    np.maximum(grad_logits, work, out=grad_logits)
+    work += 1
+    grad_logits /= work
     grad_logits -= target
     return value
 

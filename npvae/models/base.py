@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..activations import ACTIVATIONS, make_activation, sigmoid_into
-from ..losses import LOG_2PI, _bce_with_logits_into, _squared_error_into
-from ..nn import Dense, Module, Sequential, as_float_dtype
+from ..losses import LOG_2PI, _bce_with_logits_into, _softplus_row_parts, _squared_error_into
+from ..nn import Dense, Module, Sequential, _gemv, as_float_dtype
 
 OUTPUTS = ("bernoulli", "gaussian")
 
@@ -158,6 +158,23 @@ class Autoencoder(Module):
             nll += 0.5 * LOG_2PI * self.input_dim
             grad *= 0.5
         self._grad_decoded = grad
+        return nll
+
+    def _repeated_reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray, repeats: int) -> np.ndarray:
+        """-log p(x_i | z_r) for each decoded row r, row r belonging to x[r // repeats].
+
+        The value of ``_reconstruction_nll(decoded, np.repeat(x, repeats, axis=0))`` without
+        its gradient and without the repeated copy of x: for a Bernoulli decoder the target
+        enters only through sum_j x_j l_j, one gemv per row of x over its block of logits.
+        """
+        if self.output != "bernoulli":
+            return self._reconstruction_nll(decoded, np.repeat(x, repeats, axis=0))
+        work = self._buffer("repeated_nll_work", decoded.shape, self.dtype)
+        nll, log1p_part = _softplus_row_parts(decoded, work, work)
+        for index, row in enumerate(x):  # nll -= x_i . l_r for the rows r of example i
+            block = slice(index * repeats, (index + 1) * repeats)
+            _gemv(decoded[block].T, row, out=nll[block], alpha=-1.0, beta=1.0, trans=True)
+        nll += log1p_part
         return nll
 
     # -- what every model offers -----------------------------------------------------------

@@ -235,7 +235,7 @@ class VAE(Autoencoder):
                 logvar = np.repeat(logvar_all[start:stop], m, axis=0)
                 eps = rng.standard_normal(mu.shape, dtype=self.dtype)
                 z = mu + np.exp(0.5 * logvar) * eps
-                recon = self._reconstruction_nll(self.decoder.forward(z), np.repeat(x[start:stop], m, axis=0))
+                recon = self._repeated_reconstruction_nll(self.decoder.forward(z), x[start:stop], m)
                 log_w = -recon + 0.5 * (np.einsum("ij,ij->i", eps, eps) - np.einsum("ij,ij->i", z, z)
                                          + logvar.sum(axis=1))
                 log_weights[:, first : first + m] = log_w.reshape(n, m)
