@@ -183,14 +183,15 @@ def save_manifold(
         )
 
     h, w = shape
-    tiled = _tile(images, shape, ncols=n, pad=0)
+    # a 1-pixel gap: 8x8 digits fill their tiles to the edge and would run together
+    tiled = _tile(images, shape, ncols=n)
     fig = _new_figure((7.5, 7.8))
     ax = fig.add_subplot()
     _show_image(ax, tiled)
     ticks = _tick_indices(n, max_ticks=5)
     z_rounded = np.round(z_values, 2) + 0.0  # + 0.0 turns -0.0 into 0.0, so no "-0.00" label
-    ax.set_xticks(ticks * w + (w - 1) / 2, [f"{z_rounded[i]:.2f}" for i in ticks])
-    ax.set_yticks(ticks * h + (h - 1) / 2, [f"{z_rounded[::-1][i]:.2f}" for i in ticks])
+    ax.set_xticks(ticks * (w + _PAD) + (w - 1) / 2, [f"{z_rounded[i]:.2f}" for i in ticks])
+    ax.set_yticks(ticks * (h + _PAD) + (h - 1) / 2, [f"{z_rounded[::-1][i]:.2f}" for i in ticks])
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
     ax.set_title("decoded on a grid of N(0, 1) quantiles, 5% to 95%", fontsize="medium")
