@@ -36,7 +36,8 @@ import numpy as np
 from .models import AE, VAE
 from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
-from .train import History, _check_path, _write_atomically
+from ._files import write_atomically
+from .train import History, _check_path
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "save", "load", "load_checkpoint"]
 
@@ -96,8 +97,7 @@ def save(
     ----------
     model : AE or VAE
     path : str or os.PathLike
-        Written exactly there (no suffix is added); its directory must exist. The file is
-        created with mode 0600 (owner only), as ``tempfile.mkstemp`` makes it.
+        Written exactly there (no suffix is added), atomically; its directory must exist.
     optimizer : Adam, SGD or None
         Must be built over ``model.parameters()``.
     history : History or None
@@ -157,7 +157,7 @@ def save(
                 f"{owner}: {name} holds NaN or inf; refusing to save what cannot be used or resumed "
                 f"(any file at {str(path)!r} is left as it was)"
             )
-    _write_atomically(path, lambda file: np.savez(file, **arrays), suffix=".npz.tmp")
+    write_atomically(path, lambda file: np.savez(file, **arrays))
     return path
 
 

@@ -37,7 +37,8 @@ from .activations import ACTIVATIONS
 from .models import AE, VAE
 from .models.base import Autoencoder
 from .optim import Adam
-from .train import History, TrainingError, _write_atomically
+from ._files import write_atomically
+from .train import History, TrainingError
 
 __all__ = ["main"]
 
@@ -294,7 +295,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _write_config(path: Path, settings: dict[str, Any]) -> None:
     data = (json.dumps({**settings, "npvae_version": __version__}, indent=2) + "\n").encode("utf-8")
-    _write_atomically(path, lambda file: file.write(data), suffix=".json.tmp")
+    write_atomically(path, lambda file: file.write(data))
 
 
 # -- npvae train ------------------------------------------------------------------------------------

@@ -34,13 +34,14 @@ import importlib.resources
 import math
 import os
 import struct
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
+
+from ._files import write_atomically
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
 """Names accepted by :func:`load`."""
@@ -424,17 +425,14 @@ def _download_verified(name: str, file_name: str, directory: Path, wanted: list[
 def _fetch_to(url: str, target: Path, expected_md5: str) -> None:
     """Download ``url`` to a temp file beside ``target``, check its MD5, then rename it.
 
-    The temp file is removed on every failure, including KeyboardInterrupt, so ``target``
-    either appears complete and verified or not at all.
+    ``write_atomically`` removes the temp file on every failure (a checksum mismatch raised
+    inside the write, a network error, KeyboardInterrupt), so ``target`` either appears
+    complete and verified or not at all.
     """
-    file_descriptor, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-    )
-    try:
+
+    def download(temp_file: BinaryIO) -> None:
         digest = hashlib.md5()
-        with os.fdopen(file_descriptor, "wb") as temp_file, urllib.request.urlopen(
-            url, timeout=DOWNLOAD_TIMEOUT_SECONDS
-        ) as response:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
             while chunk := response.read(_CHUNK_BYTES):
                 digest.update(chunk)
                 temp_file.write(chunk)
@@ -442,7 +440,5 @@ def _fetch_to(url: str, target: Path, expected_md5: str) -> None:
             raise _ChecksumMismatch(
                 f"MD5 checksum mismatch: got {digest.hexdigest()}, expected {expected_md5}"
             )
-        os.replace(temp_name, target)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+
+    write_atomically(target, download)

@@ -15,7 +15,6 @@ to [0, 1] first. Boolean images (binarized data) are drawn as 0 and 1.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
+
+from ._files import write_atomically
 
 __all__ = [
     "save_reconstructions",
@@ -600,17 +601,9 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write fig as PNG to path atomically: a temp file in the same directory, then os.replace."""
+    """Write fig as PNG to path atomically (see ``npvae._files``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as file:
-            fig.savefig(file, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda file: fig.savefig(file, format="png"))
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:

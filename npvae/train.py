@@ -28,7 +28,6 @@ import io
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any, ClassVar, TextIO
 
 import numpy as np
 
+from ._files import write_atomically
 from .models.base import Autoencoder
 from .nn import Parameter
 from .optim import Adam, Optimizer
@@ -184,7 +184,7 @@ class History:
                 row.append(repr(values[index]) if values else "")
             writer.writerow(row)
         data = text.getvalue().encode("utf-8")
-        _write_atomically(path, lambda file: file.write(data), suffix=".csv.tmp")
+        write_atomically(path, lambda file: file.write(data))
         return path
 
 
@@ -194,28 +194,6 @@ def _check_path(path: Any) -> Path:
     if os.fspath(path) == "":
         raise ValueError("path: expected a file name, got ''")
     return Path(path)
-
-
-def _write_atomically(path: Path, write: Callable[[Any], Any], suffix: str) -> None:
-    """Call ``write(binary_file)`` on a temp file beside ``path``, fsync it, then rename it to ``path``.
-
-    The temp file comes from ``tempfile.mkstemp`` (so it, and the file it becomes, have mode
-    0600: readable by the owner only). On any exception, KeyboardInterrupt included, it is
-    deleted and ``path`` is untouched: readers see the old file or the complete new one.
-    """
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # -- argument checks -------------------------------------------------------------------------
