@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import Module
+from .nn import Module, _check_negative_slope
 
 __all__ = ["Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "make_activation", "ACTIVATIONS"]
 
@@ -20,17 +20,46 @@ def _check_float_array(x: object, name: str = "x") -> np.ndarray:
     return x
 
 
-class Identity(Module):
+class _Elementwise(Module):
+    """Base of the activations: holds the cached output y and checks dL/dy against it.
+
+    The checks in ``_check_grad_out`` are O(1) (type, shape, dtype), so backward stays one
+    pass over the data; they turn a mismatched gradient into an error naming ``grad_out``
+    instead of a NumPy broadcast (or a silent broadcast of a (1, n) gradient).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: np.ndarray | None = None
+
+    def _check_grad_out(self, grad_out: object) -> np.ndarray:
+        y = self._y
+        if y is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        if not isinstance(grad_out, np.ndarray):
+            raise TypeError(
+                f"grad_out: expected an ndarray of shape {y.shape} and dtype {y.dtype}, "
+                f"got {type(grad_out).__name__}"
+            )
+        if grad_out.shape != y.shape:
+            raise ValueError(f"grad_out: expected shape {y.shape} (the forward output's), got {grad_out.shape}")
+        if grad_out.dtype != y.dtype:
+            raise TypeError(f"grad_out: expected dtype {y.dtype} (the forward output's), got {grad_out.dtype}")
+        return grad_out
+
+
+class Identity(_Elementwise):
     """y = x.   Backward: dL/dx = dL/dy."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return _check_float_array(x)
+        self._y = _check_float_array(x)
+        return self._y
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
-        return grad_out if input_grad else None
+        return self._check_grad_out(grad_out) if input_grad else None
 
 
-class ReLU(Module):
+class ReLU(_Elementwise):
     """y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]  (0 at the kink x = 0)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -39,6 +68,7 @@ class ReLU(Module):
         return np.maximum(x, 0, out=self._y)
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        self._check_grad_out(grad_out)
         if not input_grad:
             return None
         grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
@@ -46,7 +76,7 @@ class ReLU(Module):
         return grad_x
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Elementwise):
     """y = x if x > 0 else a * x, with 0 <= a < 1 (the seed uses a = 0.2).
 
     Backward: dL/dx = dL/dy * (1 if x > 0 else a). Since a >= 0, y > 0 exactly when x > 0,
@@ -55,9 +85,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.2) -> None:
         super().__init__()
-        if not 0.0 <= negative_slope < 1.0:
-            raise ValueError(f"negative_slope: expected a value in [0, 1), got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = _check_negative_slope(negative_slope)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_float_array(x)
@@ -69,6 +97,7 @@ class LeakyReLU(Module):
         return y
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        self._check_grad_out(grad_out)
         if not input_grad:
             return None
         # slope = a + (1 - a) * [y > 0], built as a float array: masked assignment
@@ -101,7 +130,7 @@ def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-class Sigmoid(Module):
+class Sigmoid(_Elementwise):
     """y = 1 / (1 + exp(-x)).   Backward: dL/dx = dL/dy * y * (1 - y).
 
     Stable for any |x|: y saturates to exactly 0 or 1 only where the true value rounds to it,
@@ -114,6 +143,7 @@ class Sigmoid(Module):
         return sigmoid_into(x, self._y)
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        self._check_grad_out(grad_out)
         if not input_grad:
             return None
         grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
@@ -123,7 +153,7 @@ class Sigmoid(Module):
         return grad_x
 
 
-class Tanh(Module):
+class Tanh(_Elementwise):
     """y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -132,6 +162,7 @@ class Tanh(Module):
         return np.tanh(x, out=self._y)
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        self._check_grad_out(grad_out)
         if not input_grad:
             return None
         grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
@@ -146,6 +177,8 @@ ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
 
 def make_activation(name: str, negative_slope: float = 0.2) -> Module:
     """Build an activation from its name: one of ``ACTIVATIONS``."""
+    if not isinstance(name, str):
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {type(name).__name__} {name!r}")
     if name == "relu":
         return ReLU()
     if name == "leaky_relu":

@@ -5,9 +5,11 @@ returned per example (summed over the dim axis, shape (batch,)), and each gradie
 derivative of ``value.sum()`` with respect to that input. A model that reports the batch mean
 scales the gradients by 1 / batch.
 
-The public functions validate their inputs (shape, dtype, finiteness, ranges); the private
-``_..._into`` functions are the same computation without checks, writing into caller-owned
-buffers: the models call those on the hot path, after validating their data once.
+The public functions validate their inputs (shape, dtype, finiteness, ranges) and their
+result: finite input whose loss is beyond the float range (a value that overflows, or a
+log-variance whose exponential does) is a ValueError naming the inputs, never a NaN or inf.
+The private ``_..._into`` functions are the same computation without checks, writing into
+caller-owned buffers: the models call those on the hot path, after validating their data once.
 """
 
 from __future__ import annotations
@@ -40,6 +42,36 @@ def _check_arrays(**arrays: object) -> np.dtype:
     return first.dtype
 
 
+def _largest(array: np.ndarray) -> str:
+    return f"{float(np.abs(array).max(initial=0.0)):.3g}"
+
+
+def _check_logvar(logvar: np.ndarray, *, negated: bool) -> None:
+    """Refuse a log-variance where exp(logvar) (or exp(-logvar) if ``negated``) overflows its dtype.
+
+    log(max float) is about 709.8 in float64 and 88.7 in float32. Only the side that overflows
+    is bounded: the exponential of a very negative number underflows harmlessly to 0.
+    """
+    if not logvar.size:
+        return
+    limit = float(np.log(np.finfo(logvar.dtype).max))
+    if negated and logvar.min() < -limit:
+        raise ValueError(
+            f"logvar: expected values >= {-limit:.4g}, where exp(-logvar) overflows {logvar.dtype}, "
+            f"got {logvar.min():g}"
+        )
+    if not negated and logvar.max() > limit:
+        raise ValueError(
+            f"logvar: expected values <= {limit:.4g}, where exp(logvar) overflows {logvar.dtype}, "
+            f"got {logvar.max():g}"
+        )
+
+
+def _overflow_error(names: str, value: np.ndarray, detail: str) -> ValueError:
+    """The error for finite input whose loss is beyond the float range."""
+    return ValueError(f"{names}: the loss overflows {value.dtype} ({detail})")
+
+
 def bce_with_logits(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bernoulli negative log-likelihood from logits (binary cross-entropy), per example.
 
@@ -64,7 +96,15 @@ def bce_with_logits(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray,
             f"target: expected values in [0, 1], got min {target.min()}, max {target.max()}"
         )
     grad_logits = np.empty_like(logits)
-    value = _bce_with_logits_into(logits, target, grad_logits, np.empty_like(logits))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        value = _bce_with_logits_into(logits, target, grad_logits, np.empty_like(logits))
+        if not np.isfinite(value).all():
+            # the fast row sums split max(l, 0) as (l + |l|) / 2, whose halves can overflow for
+            # |l| near the float max although the loss does not: sum the exact terms instead
+            terms = np.maximum(logits, 0) - target * logits + np.log1p(np.exp(-np.abs(logits)))
+            value = terms.sum(axis=1)
+    if not np.isfinite(value).all():
+        raise _overflow_error("logits", value, f"largest |logits| = {_largest(logits)}")
     return value, grad_logits
 
 
@@ -125,7 +165,11 @@ def squared_error(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarra
     """
     _check_arrays(prediction=prediction, target=target)
     grad_prediction = np.empty_like(prediction)
-    value = _squared_error_into(prediction, target, grad_prediction)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        value = _squared_error_into(prediction, target, grad_prediction)
+    if not np.isfinite(value).all():
+        raise _overflow_error("prediction, target", value, f"largest |prediction| = {_largest(prediction)}, "
+                              f"largest |target| = {_largest(target)}")
     return value, grad_prediction
 
 
@@ -153,14 +197,22 @@ def gaussian_nll(
     Gaussian decoder of ``npvae.VAE(output="gaussian")``.
 
     Returns value (batch,) and (grad_mean, grad_logvar), each (batch, dim).
+
+    Raises ValueError naming ``logvar`` where exp(-logvar) overflows the dtype (logvar below
+    about -709 in float64, -88 in float32), and naming ``target, mean`` if the value overflows.
     """
     _check_arrays(target=target, mean=mean, logvar=logvar)
-    precision = np.exp(-logvar)
-    diff = mean - target
-    grad_mean = diff * precision
-    weighted_sq = diff * grad_mean
-    value = 0.5 * (LOG_2PI * target.shape[1] + (logvar + weighted_sq).sum(axis=1))
-    grad_logvar = 0.5 * (1.0 - weighted_sq)
+    _check_logvar(logvar, negated=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        precision = np.exp(-logvar)
+        diff = mean - target
+        grad_mean = diff * precision
+        weighted_sq = diff * grad_mean
+        value = 0.5 * (LOG_2PI * target.shape[1] + (logvar + weighted_sq).sum(axis=1))
+        grad_logvar = 0.5 * (1.0 - weighted_sq)
+    if not np.isfinite(value).all():
+        raise _overflow_error("target, mean", value, f"largest |target| = {_largest(target)}, largest "
+                              f"|mean| = {_largest(mean)}, smallest logvar = {logvar.min():g}")
     return value, (grad_mean, grad_logvar)
 
 
@@ -174,11 +226,19 @@ def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, tuple[n
     kl >= 0, with equality only at mu = 0, logvar = 0 (each term e^v - 1 - v + mu^2 >= 0).
 
     Returns value (batch,) and (grad_mu, grad_logvar), each (batch, latent_dim).
+
+    Raises ValueError naming ``logvar`` where exp(logvar) overflows the dtype (logvar above
+    about 709 in float64, 88 in float32), and naming ``mu, logvar`` if the value overflows.
     """
     _check_arrays(mu=mu, logvar=logvar)
+    _check_logvar(logvar, negated=False)
     grad_mu = np.empty_like(mu)
     grad_logvar = np.empty_like(logvar)
-    value = _gaussian_kl_into(mu, logvar, grad_mu, grad_logvar)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        value = _gaussian_kl_into(mu, logvar, grad_mu, grad_logvar)
+    if not np.isfinite(value).all():
+        raise _overflow_error("mu, logvar", value, f"largest |mu| = {_largest(mu)}, "
+                              f"largest logvar = {logvar.max():g}")
     return value, (grad_mu, grad_logvar)
 
 

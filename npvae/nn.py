@@ -12,6 +12,7 @@ therefore owned by the module and is overwritten by its next call: copy it to ke
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -22,7 +23,13 @@ __all__ = ["Parameter", "Module", "Sequential", "Dense", "as_float_dtype"]
 
 
 def as_float_dtype(dtype: Any) -> np.dtype:
-    """Return ``np.dtype(dtype)`` if it is float32 or float64; raise TypeError otherwise."""
+    """Return ``np.dtype(dtype)`` if it is float32 or float64; raise TypeError otherwise.
+
+    None is refused too, although ``np.dtype(None)`` is float64: a dtype left unset by mistake
+    should not silently choose one.
+    """
+    if dtype is None:
+        raise TypeError("dtype: expected float32 or float64, got None")
     try:
         resolved = np.dtype(dtype)
     except TypeError as error:
@@ -30,6 +37,31 @@ def as_float_dtype(dtype: Any) -> np.dtype:
     if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype: expected float32 or float64, got {resolved}")
     return resolved
+
+
+def _real_number(name: str, value: Any) -> float:
+    """``float(value)`` for a real number (Python or NumPy int or float, not bool); TypeError
+    naming ``name`` otherwise (strings, None, arrays, complex numbers)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _largest_magnitude(array: np.ndarray) -> str:
+    """max |array| as text, exact in any float precision (longdouble beyond float64 included)."""
+    return np.format_float_scientific(np.abs(array).max(), precision=3, trim="-")
+
+
+def _check_negative_slope(negative_slope: Any) -> float:
+    """The LeakyReLU slope as a float in [0, 1): the one check shared by Dense, LeakyReLU and the models.
+
+    Below 0 the layer is not monotonic, at 1 it is linear, and ``LeakyReLU`` relies on
+    0 <= a < 1 (max(x, a x) picks the right branch); NaN fails the comparison too.
+    """
+    slope = _real_number("negative_slope", negative_slope)
+    if not 0.0 <= slope < 1.0:
+        raise ValueError(f"negative_slope: expected a value in [0, 1), got {negative_slope!r}")
+    return slope
 
 
 def _gemm(
@@ -43,6 +75,12 @@ def _gemm(
     not NumPy's: the two libraries bundle separate OpenBLAS builds whose thread pools, used
     alternately, spin against each other on a small machine; using one keeps one pool.
     """
+    if a.size == 0 or b.size == 0:  # BLAS rejects empty arrays; a product over nothing is 0
+        if beta == 0.0:
+            out.fill(0)
+        elif beta != 1.0:
+            out *= beta
+        return
     gemm = blas.dgemm if out.dtype == np.float64 else blas.sgemm
     result = gemm(1.0, a, b, beta=beta, c=out, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)
     if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
@@ -93,7 +131,19 @@ class Parameter:
     __slots__ = ("value", "grad")
 
     def __init__(self, value: np.ndarray) -> None:
-        self.value = np.asarray(value, order="C")
+        try:
+            array = np.asarray(value, order="C")
+        except (TypeError, ValueError):  # e.g. a ragged nested list
+            array = None
+        if array is None or array.dtype not in (np.float32, np.float64):
+            if isinstance(value, np.ndarray):
+                given = f"dtype {value.dtype}"
+            elif array is not None and array.ndim == 0:
+                given = f"{type(value).__name__} {value!r}"
+            else:
+                given = type(value).__name__ + ("" if array is None else f" of dtype {array.dtype}")
+            raise TypeError(f"value: expected a float32 or float64 array, got {given}")
+        self.value = array
         self.grad = np.zeros_like(self.value)
 
     @property
@@ -199,13 +249,22 @@ class Module:
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Copy values from ``state`` into the parameters, in place.
 
+        Every array is checked (and converted to the parameters' dtype) before any parameter
+        changes: on an error the module is left as it was.
+
         Raises
         ------
-        ValueError
-            If a name is missing or unexpected, or an array's shape differs from the parameter's.
         TypeError
-            If an array is not a real floating-point array.
+            If ``state`` is not a mapping, or an array is not a real floating-point array.
+        ValueError
+            If a name is missing or unexpected, an array's shape differs from the parameter's,
+            or an array holds NaN or inf or values beyond the range of the parameters' dtype.
         """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state: expected a mapping of parameter names to arrays (as state_dict() returns), "
+                f"got {type(state).__name__}"
+            )
         own = dict(self.named_parameters())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -213,6 +272,7 @@ class Module:
             raise ValueError(
                 f"state: expected the keys {sorted(own)}; missing {missing}, unexpected {unexpected}"
             )
+        converted = {}
         for name, parameter in own.items():
             array = np.asarray(state[name])
             if array.shape != parameter.value.shape:
@@ -221,8 +281,17 @@ class Module:
                 )
             if not np.issubdtype(array.dtype, np.floating):
                 raise TypeError(f"state[{name!r}]: expected a float array, got dtype {array.dtype}")
+            with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
+                converted[name] = array.astype(parameter.value.dtype, copy=False)
+            if not np.isfinite(converted[name]).all():
+                if not np.isfinite(array).all():
+                    raise ValueError(f"state[{name!r}]: expected finite values, found NaN or inf")
+                raise ValueError(
+                    f"state[{name!r}]: values up to {_largest_magnitude(array)} exceed the range of "
+                    f"the parameters' dtype {parameter.value.dtype}"
+                )
         for name, parameter in own.items():
-            parameter.value[...] = state[name]
+            parameter.value[...] = converted[name]
 
 
 class Sequential(Module):
@@ -276,7 +345,7 @@ class Dense(Module):
         a = sqrt(6 / (in_features + out_features)), for sigmoid/tanh/linear outputs (Glorot &
         Bengio 2010, eq. 16). b starts at 0.
     negative_slope : float
-        Slope of the LeakyReLU that follows, used by "he" (0 for ReLU).
+        Slope in [0, 1) of the LeakyReLU that follows, used by "he" (0 for ReLU).
     dtype : float32 or float64
         Dtype of the parameters; the input must have the same dtype.
 
@@ -304,6 +373,7 @@ class Dense(Module):
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
         self.dtype = as_float_dtype(dtype)
+        negative_slope = _check_negative_slope(negative_slope)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         shape = (self.in_features, self.out_features)
@@ -336,6 +406,16 @@ class Dense(Module):
         x = self._x
         if x is None:
             raise RuntimeError("Dense.backward called before forward")
+        expected = (x.shape[0], self.out_features)  # the forward output's shape
+        if not isinstance(grad_out, np.ndarray):
+            raise TypeError(
+                f"grad_out: expected an ndarray of shape {expected} and dtype {self.dtype}, "
+                f"got {type(grad_out).__name__}"
+            )
+        if grad_out.shape != expected:
+            raise ValueError(f"grad_out: expected shape {expected} (the forward output's), got {grad_out.shape}")
+        if grad_out.dtype != self.dtype:
+            raise TypeError(f"grad_out: expected dtype {self.dtype} (the layer's), got {grad_out.dtype}")
         # dL/dW += x^T @ G, accumulated in place by gemm's beta = 1: W's (in, out) grad is
         # the column-major (out, in) matrix grad^T, so grad^T = G^T x + grad^T
         _gemm(grad_out.T, x.T, out=self.weight.grad.T, beta=1.0, trans_b=True)

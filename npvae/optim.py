@@ -11,13 +11,14 @@ that the data stays in cache; otherwise the same update runs once per parameter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from scipy.linalg import blas
 
-from .nn import Parameter
+from .nn import Module, Parameter, _largest_magnitude, _real_number
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
 
@@ -44,24 +45,44 @@ def _contiguous_base(arrays: list[np.ndarray]) -> np.ndarray | None:
     return base if offset == base.size else None
 
 
-def _check_hyper(name: str, value: float, low: float, high: float = np.inf, low_open: bool = False) -> float:
-    value = float(value)
+def _check_hyper(name: str, value: Any, low: float, high: float = np.inf, low_open: bool = False) -> float:
+    """``value`` as a float if it is a real number (not a bool) in the interval; else an error naming ``name``."""
+    value = _real_number(name, value)
     if not (low < value if low_open else low <= value) or not value < high or not np.isfinite(value):
         bracket = "(" if low_open else "["
         raise ValueError(f"{name}: expected a value in {bracket}{low}, {high}), got {value!r}")
     return value
 
 
+def _parameter_list(params: Any) -> list[Parameter]:
+    """``list(params)``, checking that it holds Parameters (TypeError naming ``params`` otherwise)."""
+    if isinstance(params, Module):
+        raise TypeError(
+            f"params: expected an iterable of Parameters, got a {type(params).__name__} "
+            "(use model.parameters())"
+        )
+    if isinstance(params, Parameter) or not isinstance(params, Iterable):
+        raise TypeError(f"params: expected an iterable of Parameters, got {type(params).__name__}")
+    params = list(params)
+    for index, parameter in enumerate(params):
+        if not isinstance(parameter, Parameter):
+            raise TypeError(f"params[{index}]: expected a Parameter, got {type(parameter).__name__}")
+    return params
+
+
 class Optimizer:
     """Base class: holds the parameters and flat per-element state buffers aligned with them."""
 
+    #: hyperparameter -> (low, high, low_open): its allowed interval, checked by the
+    #: constructor and by ``load_state_dict``
+    _BOUNDS: dict[str, tuple[float, float, bool]] = {}
+    #: state arrays whose entries must be >= 0
+    _NON_NEGATIVE: tuple[str, ...] = ()
+
     def __init__(self, params: Iterable[Parameter]) -> None:
-        self.params = list(params)
+        self.params = _parameter_list(params)
         if not self.params:
             raise ValueError("params: expected at least one Parameter, got none")
-        for index, parameter in enumerate(self.params):
-            if not isinstance(parameter, Parameter):
-                raise TypeError(f"params[{index}]: expected a Parameter, got {type(parameter).__name__}")
         dtypes = {parameter.value.dtype for parameter in self.params}
         if len(dtypes) != 1:
             raise TypeError(f"params: expected one dtype, got {sorted(map(str, dtypes))}")
@@ -126,6 +147,11 @@ class Optimizer:
     def _hyperparameters(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def _check_hyperparameter(self, key: str, value: Any, name: str | None = None) -> float:
+        """``value`` checked against ``_BOUNDS[key]``, as a float; errors name ``name`` (default ``key``)."""
+        low, high, low_open = self._BOUNDS[key]
+        return _check_hyper(key if name is None else name, value, low, high, low_open)
+
     def _state_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -137,22 +163,62 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore what ``state_dict`` returned, so that the next ``step`` continues exactly."""
+        """Restore what ``state_dict`` returned, so that the next ``step`` continues exactly.
+
+        Everything is checked before anything changes (on an error the optimizer is left as
+        it was): the keys; ``steps`` a non-negative integer; each hyperparameter a real number
+        in the interval the constructor allows; each state array of the right shape, finite,
+        within the parameters' dtype, and >= 0 where it must be (Adam's ``exp_avg_sq``).
+
+        Raises
+        ------
+        TypeError
+            ``state`` not a mapping; a hyperparameter or state array that is not numeric.
+        ValueError
+            Missing or unexpected keys, or a value outside its allowed range.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state: expected a mapping (as state_dict() returns), got {type(state).__name__}"
+            )
         arrays = self._state_arrays()
         expected = {"steps", *self._hyperparameters(), *arrays}
         missing = sorted(expected - set(state))
         unexpected = sorted(set(state) - expected)
         if missing or unexpected:
             raise ValueError(f"state: missing keys {missing}, unexpected keys {unexpected}")
+        steps = np.asarray(state["steps"])
+        if steps.shape != () or steps.dtype.kind not in "iu" or steps < 0:
+            raise ValueError(f"state['steps']: expected a non-negative integer, got {state['steps']!r}")
+        hyperparameters = {}
+        for name in self._hyperparameters():
+            value = np.asarray(state[name])
+            if value.shape != () or value.dtype.kind not in "iuf":
+                raise TypeError(f"state[{name!r}]: expected a real number, got {state[name]!r}")
+            hyperparameters[name] = self._check_hyperparameter(name, value.item(), f"state[{name!r}]")
+        converted = {}
         for name, array in arrays.items():
             given = np.asarray(state[name])
             if given.shape != array.shape:
                 raise ValueError(f"state[{name!r}]: expected shape {array.shape}, got {given.shape}")
+            if given.dtype.kind not in "iuf":
+                raise TypeError(f"state[{name!r}]: expected a real numeric array, got dtype {given.dtype}")
+            with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
+                converted[name] = given.astype(self.dtype)
+            if not np.isfinite(converted[name]).all():
+                if not np.isfinite(given).all():
+                    raise ValueError(f"state[{name!r}]: expected finite values, found NaN or inf")
+                raise ValueError(
+                    f"state[{name!r}]: values up to {_largest_magnitude(given)} exceed the range of "
+                    f"the parameters' dtype {self.dtype}"
+                )
+            if name in self._NON_NEGATIVE and converted[name].size and converted[name].min() < 0:
+                raise ValueError(f"state[{name!r}]: expected values >= 0, got {converted[name].min():g}")
         for name, array in arrays.items():
-            array[...] = state[name]
-        self.steps = int(state["steps"])
-        for name in self._hyperparameters():
-            setattr(self, name, float(state[name]))
+            array[...] = converted[name]
+        self.steps = int(steps)
+        for name, value in hyperparameters.items():
+            setattr(self, name, value)
 
 
 class SGD(Optimizer):
@@ -162,6 +228,9 @@ class SGD(Optimizer):
     b = g at the first step, then b = momentum * b + (1 - dampening) * g
     p = p - lr * (g + momentum * b if nesterov else b)          (b = g when momentum = 0)
     """
+
+    _BOUNDS = {"lr": (0.0, np.inf, True), "momentum": (0.0, np.inf, False),
+               "dampening": (0.0, 1.0 + 1e-12, False), "weight_decay": (0.0, np.inf, False)}
 
     def __init__(
         self,
@@ -173,10 +242,12 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         super().__init__(params)
-        self.lr = _check_hyper("lr", lr, 0.0, low_open=True)
-        self.momentum = _check_hyper("momentum", momentum, 0.0)
-        self.dampening = _check_hyper("dampening", dampening, 0.0, 1.0 + 1e-12)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay, 0.0)
+        self.lr = self._check_hyperparameter("lr", lr)
+        self.momentum = self._check_hyperparameter("momentum", momentum)
+        self.dampening = self._check_hyperparameter("dampening", dampening)
+        self.weight_decay = self._check_hyperparameter("weight_decay", weight_decay)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
         if nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
             raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
         self.nesterov = bool(nesterov)
@@ -214,7 +285,14 @@ class Adam(Optimizer):
     The bias corrections 1 - beta^t undo the zero initialisation of m and v: at t = 1,
     m / (1 - beta1) = g and v / (1 - beta2) = g^2, so the first step is lr * g / (|g| + eps'),
     about lr in each coordinate.
+
+    ``eps`` must be at least the smallest normal number of the parameters' dtype (1.2e-38 in
+    float32): a smaller one vanishes from the denominator, which is then 0 for a zero gradient.
     """
+
+    _BOUNDS = {"lr": (0.0, np.inf, True), "beta1": (0.0, 1.0, False), "beta2": (0.0, 1.0, False),
+               "eps": (0.0, np.inf, True), "weight_decay": (0.0, np.inf, False)}
+    _NON_NEGATIVE = ("exp_avg_sq",)
 
     def __init__(
         self,
@@ -225,13 +303,13 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params)
-        self.lr = _check_hyper("lr", lr, 0.0, low_open=True)
+        self.lr = self._check_hyperparameter("lr", lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        self.beta1 = _check_hyper("betas[0]", betas[0], 0.0, 1.0)
-        self.beta2 = _check_hyper("betas[1]", betas[1], 0.0, 1.0)
-        self.eps = _check_hyper("eps", eps, 0.0)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay, 0.0)
+        self.beta1 = self._check_hyperparameter("beta1", betas[0], "betas[0]")
+        self.beta2 = self._check_hyperparameter("beta2", betas[1], "betas[1]")
+        self.eps = self._check_hyperparameter("eps", eps)
+        self.weight_decay = self._check_hyperparameter("weight_decay", weight_decay)
         self.exp_avg = self._state_buffer()
         self.exp_avg_sq = self._state_buffer()
         self._work = self._state_buffer()
@@ -243,6 +321,16 @@ class Adam(Optimizer):
     def _hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
+
+    def _check_hyperparameter(self, key: str, value: Any, name: str | None = None) -> float:
+        checked = super()._check_hyperparameter(key, value, name)
+        smallest = float(np.finfo(self.dtype).tiny)
+        if key == "eps" and checked < smallest:
+            raise ValueError(
+                f"{key if name is None else name}: expected a value >= {smallest:.3g} (the smallest normal "
+                f"{self.dtype}; a smaller eps vanishes from the update's denominator), got {checked!r}"
+            )
+        return checked
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
@@ -287,20 +375,55 @@ def _squared_norm(array: np.ndarray) -> float:
     """sum(array^2) by SciPy's BLAS dot, not NumPy's ``np.dot``: the two bundle separate OpenBLAS
     builds whose thread pools, used alternately, fight over the cores (see ``nn._gemm``)."""
     flat = array.ravel()
+    if flat.size == 0:  # BLAS rejects empty vectors
+        return 0.0
     dot = blas.ddot if flat.dtype == np.float64 else blas.sdot
     return float(dot(flat, flat))
+
+
+def _rescaled_norm(params: list[Parameter], max_norm: float) -> tuple[float, float]:
+    """(norm, max_norm / norm) for gradients whose sum of squares overflowed the plain sum.
+
+    With m the largest |entry|, norm = m * sqrt(sum((grad / m)^2)): every (grad / m)^2 <= 1, so
+    nothing overflows, and the scale (max_norm / m) / sqrt(...) is exact even when the norm
+    itself is beyond float64 (returned as inf).
+    """
+    for index, parameter in enumerate(params):
+        if not np.isfinite(parameter.grad).all():
+            raise ValueError(
+                f"params[{index}].grad: expected finite values, found NaN or inf (the gradients' norm is "
+                "undefined; no gradient was scaled)"
+            )
+    largest = max(float(np.abs(parameter.grad).max(initial=0.0)) for parameter in params)
+    root = math.sqrt(sum(_squared_norm(parameter.grad / largest) for parameter in params))
+    return largest * root, (max_norm / largest) / root
 
 
 def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
     """Scale all gradients by max_norm / (norm + 1e-6) when their global L2 norm exceeds max_norm.
 
     norm = sqrt(sum over parameters of sum(grad^2)), as ``torch.nn.utils.clip_grad_norm_``.
-    Returns the norm before clipping.
+    Returns the norm before clipping. Gradients too large to square in their dtype (|grad| above
+    about 1e19 in float32, 1e154 in float64) are clipped correctly too: the norm is then computed
+    from the gradients divided by their largest entry, and a norm beyond float64 returns inf.
+
+    Raises
+    ------
+    TypeError
+        ``params`` not an iterable of Parameters (for a model, pass ``model.parameters()``).
+    ValueError
+        ``max_norm`` not a finite number > 0; a gradient holding NaN or inf, whose norm is
+        undefined (unlike torch, which would scale every gradient to NaN or 0): nothing is
+        scaled, and the caller should skip the step.
     """
     max_norm = _check_hyper("max_norm", max_norm, 0.0, low_open=True)
-    params = list(params)
-    total = float(np.sqrt(sum(_squared_norm(parameter.grad) for parameter in params)))
-    scale = max_norm / (total + 1e-6)
+    params = _parameter_list(params)
+    squared = sum(_squared_norm(parameter.grad) for parameter in params)
+    if math.isfinite(squared):
+        total = math.sqrt(squared)
+        scale = max_norm / (total + 1e-6)
+    else:  # overflow, or a NaN/inf gradient: the careful pass tells which
+        total, scale = _rescaled_norm(params, max_norm)
     if scale < 1.0:
         for parameter in params:
             parameter.grad *= scale

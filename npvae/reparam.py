@@ -52,16 +52,14 @@ class Reparameterization:
         Give ``eps`` to make the result deterministic (gradient checks, comparisons with
         another implementation), or ``rng`` to draw eps ~ N(0, I) from it. Exactly one of the two.
 
-        Only types and shapes are checked (this is the VAE's training path): non-finite values
-        propagate, and exp(logvar / 2) overflows to inf for logvar above 2 log(max float)
-        (about 1419 in float64, 177 in float32).
-
         Raises
         ------
         TypeError
             mu, logvar or eps not a float32/float64 ndarray; rng not a numpy.random.Generator.
         ValueError
-            mu not 2-D; logvar or eps of another shape or dtype than mu; not exactly one of eps, rng.
+            mu not 2-D; logvar or eps of another shape or dtype than mu; not exactly one of eps,
+            rng; NaN or inf in mu, logvar or eps; logvar above 2 log(max float) (about 1419 in
+            float64, 177 in float32), where exp(logvar / 2) overflows; z beyond the float range.
         """
         for name, array in (("mu", mu), ("logvar", logvar)):
             _check_float_array(name, array)
@@ -78,8 +76,6 @@ class Reparameterization:
         if eps is None:
             if not isinstance(rng, np.random.Generator):
                 raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-            eps = self._buffer("eps", mu)
-            rng.standard_normal(dtype=eps.dtype, out=eps)
         else:
             _check_float_array("eps", eps)
             if eps.shape != mu.shape or eps.dtype != mu.dtype:
@@ -87,6 +83,36 @@ class Reparameterization:
                     f"eps: expected an ndarray of shape {mu.shape} and dtype {mu.dtype}, "
                     f"got {eps.shape} {eps.dtype}"
                 )
+        for name, array in (("mu", mu), ("logvar", logvar), ("eps", eps)):
+            if array is not None and not np.isfinite(array).all():
+                raise ValueError(f"{name}: expected finite values, found NaN or inf")
+        limit = 2.0 * np.log(np.finfo(mu.dtype).max)
+        if logvar.size and logvar.max() > limit:
+            raise ValueError(
+                f"logvar: expected values <= {limit:.4g}, where exp(logvar / 2) overflows {mu.dtype}, "
+                f"got {logvar.max():g}"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing z is reported below
+            z = self._forward(mu, logvar, eps, rng)
+        if not np.isfinite(z).all():
+            raise ValueError(
+                f"mu, logvar, eps: z = mu + exp(logvar / 2) * eps overflows {mu.dtype} "
+                f"(largest |mu| {np.abs(mu).max():g}, largest logvar {logvar.max():g})"
+            )
+        return z
+
+    def _forward(
+        self, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None
+    ) -> np.ndarray:
+        """``forward`` without checks: the VAE's training path, on arrays it built itself.
+
+        Non-finite values propagate, and exp(logvar / 2) overflows to inf for logvar above
+        2 log(max float); the training loop checks the loss and the gradients instead.
+        Exactly one of ``eps`` and ``rng`` must be given.
+        """
+        if eps is None:
+            eps = self._buffer("eps", mu)
+            rng.standard_normal(dtype=eps.dtype, out=eps)
         sigma = self._buffer("sigma", mu)
         np.multiply(logvar, 0.5, out=sigma)
         np.exp(sigma, out=sigma)

@@ -15,6 +15,7 @@ gives blurs or garbage; ``sample`` exists to show exactly that next to a VAE's s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,8 +64,12 @@ class AE(Autoencoder):
 
     def terms(self, x: Any, *, eps: Any = None, rng: Any = None) -> LossTerms:
         """Per-example (loss, recon, kl) with kl = 0 and loss = recon: the same shape of answer
-        as ``VAE.terms``. ``eps`` and ``rng`` are accepted and unused: an AE is deterministic."""
-        x = self._as_batch(x)
+        as ``VAE.terms``. ``eps`` and ``rng`` are accepted and unused: an AE is deterministic.
+        As ``VAE.terms``, the result is not checked yet (inf or NaN where the loss overflows)."""
+        return self._terms(self._as_batch(x), None, None)
+
+    def _terms(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
+        """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""
         recon = self._reconstruction_nll(self.decoder.forward(self.encoder.forward(x)), x)
         return LossTerms(recon, recon.copy(), np.zeros_like(recon))
 
@@ -73,8 +78,16 @@ class AE(Autoencoder):
     ) -> float:
         """Mean reconstruction error over the batch; overwrite every parameter's grad with its
         derivative. The VAE's noise and KL keywords are accepted and unused, so that training
-        code treats both models alike."""
-        return self._loss_and_grads(self._as_batch(x), None, None, 0.0)
+        code treats both models alike.
+
+        Raises ValueError naming ``x`` if the loss overflows the model's dtype.
+        """
+        x = self._as_batch(x)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            loss = self._loss_and_grads(x, None, None, 0.0)
+        if not math.isfinite(loss):
+            raise self._loss_overflow_error(x)
+        return loss
 
     def _loss_and_grads(self, x: np.ndarray, eps: Any, rng: Any, kl_weight: float) -> float:
         """loss_and_grads on validated input; the noise arguments are unused by an AE."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..activations import ACTIVATIONS, make_activation, sigmoid_into
 from ..losses import LOG_2PI, _bce_with_logits_into, _softplus_row_parts, _squared_error_into
-from ..nn import Dense, Module, Sequential, _gemv, as_float_dtype
+from ..nn import Dense, Module, Sequential, _check_negative_slope, _gemv, _largest_magnitude, as_float_dtype
 
 OUTPUTS = ("bernoulli", "gaussian")
 
@@ -71,18 +71,23 @@ class Autoencoder(Module):
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         if isinstance(hidden_dims, (int, np.integer)):
             hidden_dims = (hidden_dims,)
+        if (isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Iterable)
+                or getattr(hidden_dims, "ndim", 1) != 1):  # a 0-d or 2-D array is not a list of widths
+            raise TypeError(
+                f"hidden_dims: expected a sequence of positive integers, got {type(hidden_dims).__name__} "
+                f"{hidden_dims!r}"
+            )
         self.hidden_dims = tuple(_positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
-        if activation not in ACTIVATIONS:
+        # isinstance first: comparing an array with the names would be elementwise
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-        if output not in OUTPUTS:
+        if not isinstance(output, str) or output not in OUTPUTS:
             raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
-        if not 0.0 <= negative_slope < 1.0:
-            raise ValueError(f"negative_slope: expected a value in [0, 1), got {negative_slope!r}")
+        self.negative_slope = _check_negative_slope(negative_slope)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
         self.activation = activation
         self.output = output
-        self.negative_slope = float(negative_slope)
         self.seed = int(seed)
         self.dtype = as_float_dtype(dtype)
         self._grad_decoded: np.ndarray | None = None
@@ -112,7 +117,12 @@ class Autoencoder(Module):
         integer or boolean input is refused, so that 0..255 pixels are never mistaken for [0, 1].
         """
         width = self.input_dim if width is None else width
-        array = np.asarray(x)
+        try:
+            array = np.asarray(x)
+        except ValueError as error:  # NumPy's "inhomogeneous shape" for ragged nested lists
+            raise ValueError(
+                f"{name}: expected a (batch, {width}) array, got a ragged nested sequence ({error})"
+            ) from None
         if not np.issubdtype(array.dtype, np.floating):
             hint = " (scale pixel values to [0, 1] first, e.g. x / 255)" if data else ""
             raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}{hint}")
@@ -121,15 +131,31 @@ class Autoencoder(Module):
             raise ValueError(f"{name}: expected shape (batch, {width}), got {array.shape}{hint}")
         if array.shape[0] == 0:
             raise ValueError(f"{name}: expected at least one row, got an empty batch")
-        array = array.astype(self.dtype, copy=False)
-        if not np.isfinite(array).all():
+        with np.errstate(over="ignore"):  # values beyond the model's range are reported below
+            converted = array.astype(self.dtype, copy=False)
+        if not np.isfinite(converted).all():
+            if np.isfinite(array).all():
+                raise ValueError(
+                    f"{name}: values up to {_largest_magnitude(array)} exceed the model's {self.dtype} "
+                    f"range (|value| <= {np.finfo(self.dtype).max:.3g}); rescale the data"
+                )
             raise ValueError(f"{name}: expected finite values, found NaN or inf")
+        array = converted
         if data and self.output == "bernoulli" and (array.min() < 0 or array.max() > 1):
             raise ValueError(
                 f"{name}: a Bernoulli decoder needs data in [0, 1], got values in "
                 f"[{array.min():g}, {array.max():g}] (use output='gaussian' for other data)"
             )
         return array
+
+    def _loss_overflow_error(self, x: np.ndarray) -> ValueError:
+        """The error for a loss on validated ``x`` that came out NaN or inf: its computation
+        overflowed the model's dtype (a Gaussian decoder on data of a far larger scale than it was
+        built for; the public loss methods compute under ``np.errstate`` and check the result)."""
+        return ValueError(
+            f"x: the loss overflows {self.dtype} on these data (largest |x| = {_largest_magnitude(x)}); "
+            "rescale the data"
+        )
 
     def _as_latent(self, z: Any) -> np.ndarray:
         return self._as_batch(z, name="z", width=self.latent_dim, data=False)

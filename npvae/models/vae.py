@@ -15,6 +15,7 @@ Gradient path, from the loss back to the first weight (``loss_and_grads``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -22,7 +23,7 @@ import numpy as np
 import scipy.special
 
 from ..losses import LOG_2PI, _gaussian_kl_into
-from ..nn import Dense
+from ..nn import Dense, _largest_magnitude, _real_number
 from ..reparam import Reparameterization
 from .base import Autoencoder, _positive_int, mlp
 
@@ -76,7 +77,7 @@ class VAE(Autoencoder):
         dtype: Any = np.float64,
     ) -> None:
         super().__init__(input_dim, hidden_dims, latent_dim, activation, output, negative_slope, seed, dtype)
-        beta = float(beta)
+        beta = _real_number("beta", beta)
         if not (np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta: expected a finite value >= 0, got {beta!r}")
         self.beta = beta
@@ -146,24 +147,54 @@ class VAE(Autoencoder):
 
     def _forward_terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None):
         mu, logvar = self._encode(x)
-        z = self.reparam.forward(mu, logvar, eps=eps, rng=rng)
+        z = self.reparam._forward(mu, logvar, eps, rng)
         recon = self._reconstruction_nll(self.decoder.forward(z), x)
         grad_mu_kl = self._buffer("grad_mu_kl", mu.shape, self.dtype)
         grad_logvar_kl = self._buffer("grad_logvar_kl", mu.shape, self.dtype)
         kl = _gaussian_kl_into(mu, logvar, grad_mu_kl, grad_logvar_kl)
         return recon, kl, grad_mu_kl, grad_logvar_kl
 
-    def terms(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> LossTerms:
-        """Per-example (loss, recon, kl) of the negative ELBO with this model's beta, one z each."""
-        x = self._as_batch(x)
-        eps, rng = self._noise(eps, rng, x.shape[0])
+    def _loss_overflow_error(self, x: np.ndarray, eps: np.ndarray | None = None) -> ValueError:
+        """As ``Autoencoder._loss_overflow_error``, but naming ``eps`` when the caller's noise is
+        to blame: the same data with eps = 0 (z = mu) give a finite loss."""
+        if eps is not None:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                recon, kl, _, _ = self._forward_terms(x, np.zeros_like(eps), None)
+            if np.isfinite(recon).all() and np.isfinite(kl).all():
+                return ValueError(
+                    f"eps: the loss overflows {self.dtype} with this noise (largest |eps| = "
+                    f"{_largest_magnitude(eps)}; it is finite with eps = 0)"
+                )
+        return super()._loss_overflow_error(x)
+
+    def _terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None) -> LossTerms:
+        """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""
         recon, kl, _, _ = self._forward_terms(x, eps, rng)
         return LossTerms(recon + self.beta * kl, recon, kl)
 
+    def terms(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> LossTerms:
+        """Per-example (loss, recon, kl) of the negative ELBO with this model's beta, one z each.
+
+        Unlike ``elbo`` and ``loss_and_grads``, the result is not checked yet: where the loss
+        overflows the model's dtype it holds inf or NaN (``npvae.evaluate`` reports that).
+        """
+        x = self._as_batch(x)
+        eps, rng = self._noise(eps, rng, x.shape[0])
+        return self._terms(x, eps, rng)
+
     def elbo(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Per-example ELBO = -(recon + kl) in nats (beta = 1), one z each: a lower bound on log p(x)."""
-        terms = self.terms(x, eps=eps, rng=rng)
-        return -(terms.recon + terms.kl)
+        """Per-example ELBO = -(recon + kl) in nats (beta = 1), one z each: a lower bound on log p(x).
+
+        Raises ValueError naming ``x`` (or ``eps``) if the ELBO overflows the model's dtype.
+        """
+        x = self._as_batch(x)
+        eps, rng = self._noise(eps, rng, x.shape[0])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            recon, kl, _, _ = self._forward_terms(x, eps, rng)
+            elbo = -(recon + kl)
+        if not np.isfinite(elbo).all():
+            raise self._loss_overflow_error(x, eps)
+        return elbo
 
     def loss_and_grads(
         self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None,
@@ -174,11 +205,23 @@ class VAE(Autoencoder):
 
         Give ``eps`` (batch, latent_dim) for a deterministic pass, or ``rng`` to draw it.
         The batch means of the two terms are left in ``last_recon`` and ``last_kl``.
+
+        Raises ValueError naming ``kl_weight`` unless it is a finite number >= 0, and naming ``x``
+        (or ``eps``) if the loss overflows the model's dtype.
         """
         x = self._as_batch(x)
         eps, rng = self._noise(eps, rng, x.shape[0])
-        kl_weight = self.beta if kl_weight is None else float(kl_weight)
-        return self._loss_and_grads(x, eps, rng, kl_weight)
+        if kl_weight is None:
+            kl_weight = self.beta
+        else:
+            kl_weight = _real_number("kl_weight", kl_weight)
+            if not (math.isfinite(kl_weight) and kl_weight >= 0):
+                raise ValueError(f"kl_weight: expected a finite value >= 0, got {kl_weight!r}")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            loss = self._loss_and_grads(x, eps, rng, kl_weight)
+        if not (math.isfinite(loss) and math.isfinite(self.last_recon) and math.isfinite(self.last_kl)):
+            raise self._loss_overflow_error(x, eps)
+        return loss
 
     def _loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
                         kl_weight: float) -> float:
@@ -215,11 +258,21 @@ class VAE(Autoencoder):
         summed in log space: L_k = logsumexp_i(log w_i) - log k. L_1 is the ELBO's estimate and
         L_k rises towards log p(x) as k grows. At most ``max_rows`` decoder rows are in memory
         at once, so k = 5000 on 10,000 images runs in bounded memory.
+
+        Raises ValueError naming ``x`` if the estimate overflows the model's dtype.
         """
         x = self._as_batch(x)
         k = _positive_int("k", k)
         max_rows = _positive_int("max_rows", max_rows)
         rng = self._rng(rng)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            result = self._log_likelihood(x, k, rng, max_rows)
+        if not np.isfinite(result).all():
+            raise self._loss_overflow_error(x)
+        return result
+
+    def _log_likelihood(self, x: np.ndarray, k: int, rng: np.random.Generator, max_rows: int) -> np.ndarray:
+        """``log_likelihood`` on validated arguments, without the check of its result."""
         mu_all, logvar_all = self._encode(x)
         mu_all, logvar_all = mu_all.copy(), logvar_all.copy()
         result = np.empty(x.shape[0], dtype=np.float64)
