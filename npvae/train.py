@@ -247,7 +247,7 @@ def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch
     # naming the data: NumPy's overflow warnings would only repeat it, less clearly
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for start in range(0, x.shape[0], batch_size):
-            terms = model.terms(x[start : start + batch_size], rng=rng)
+            terms = model._terms(x[start : start + batch_size], None, rng)
             for name in totals:
                 totals[name] += float(getattr(terms, name).sum(dtype=np.float64))
     return {name: total / x.shape[0] for name, total in totals.items()}

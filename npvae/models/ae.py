@@ -65,8 +65,13 @@ class AE(Autoencoder):
     def terms(self, x: Any, *, eps: Any = None, rng: Any = None) -> LossTerms:
         """Per-example (loss, recon, kl) with kl = 0 and loss = recon: the same shape of answer
         as ``VAE.terms``. ``eps`` and ``rng`` are accepted and unused: an AE is deterministic.
-        As ``VAE.terms``, the result is not checked yet (inf or NaN where the loss overflows)."""
-        return self._terms(self._as_batch(x), None, None)
+        Raises ValueError naming ``x`` if the loss overflows the model's dtype."""
+        x = self._as_batch(x)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            terms = self._terms(x, None, None)
+        if not np.isfinite(terms.loss).all():
+            raise self._loss_overflow_error(x)
+        return terms
 
     def _terms(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
         """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""

@@ -175,12 +175,15 @@ class VAE(Autoencoder):
     def terms(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> LossTerms:
         """Per-example (loss, recon, kl) of the negative ELBO with this model's beta, one z each.
 
-        Unlike ``elbo`` and ``loss_and_grads``, the result is not checked yet: where the loss
-        overflows the model's dtype it holds inf or NaN (``npvae.evaluate`` reports that).
+        Raises ValueError naming ``x`` (or ``eps``) if a term overflows the model's dtype.
         """
         x = self._as_batch(x)
         eps, rng = self._noise(eps, rng, x.shape[0])
-        return self._terms(x, eps, rng)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            terms = self._terms(x, eps, rng)
+        if not np.isfinite(terms.loss).all():
+            raise self._loss_overflow_error(x, eps)
+        return terms
 
     def elbo(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> np.ndarray:
         """Per-example ELBO = -(recon + kl) in nats (beta = 1), one z each: a lower bound on log p(x).
