@@ -312,7 +312,8 @@ class Adam(Optimizer):
         self.weight_decay = self._check_hyperparameter("weight_decay", weight_decay)
         self.exp_avg = self._state_buffer()
         self.exp_avg_sq = self._state_buffer()
-        self._work = self._state_buffer()
+        # one block's scratch, reused by every block: it stays in cache and never goes to memory
+        self._work = np.empty(_BLOCK_SIZE, dtype=self.dtype)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -344,9 +345,8 @@ class Adam(Optimizer):
         step_size = self.lr * bias_correction2_sqrt / bias_correction1
         eps = self.eps * bias_correction2_sqrt
         axpy, scal = _level1(self.dtype)
-        for value, grad, exp_avg, exp_avg_sq, work in self._blocks(
-            self.exp_avg, self.exp_avg_sq, self._work
-        ):
+        for value, grad, exp_avg, exp_avg_sq in self._blocks(self.exp_avg, self.exp_avg_sq):
+            work = self._work[: value.size]
             if self.weight_decay:
                 grad = grad + self.weight_decay * value
             # m = beta1 * m + (1 - beta1) * g
