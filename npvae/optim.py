@@ -27,6 +27,9 @@ __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
 # OpenBLAS runs axpy on the calling thread: it hands vectors over 10,000 elements to its thread
 # pool, whose wake-up costs more than this work and stalls badly when the cores are busy.
 _BLOCK_SIZE = 8192
+# Every this many steps, optimizer state below the smallest normal float is set to 0 (see
+# ``Optimizer._flush_subnormals``)
+_FLUSH_INTERVAL = 50
 
 
 def _contiguous_base(arrays: list[np.ndarray]) -> np.ndarray | None:
@@ -136,6 +139,21 @@ class Optimizer:
             ]
             self._cached_arrays = arrays
         return self._cached_blocks
+
+    def _flush_subnormals(self) -> None:
+        """Every ``_FLUSH_INTERVAL`` steps, set the state's subnormal entries to 0.
+
+        Where a gradient stays exactly 0 (the weights of MNIST's never-lit border pixels), a
+        running average decays geometrically through the subnormal floats (|x| < 1.2e-38 in
+        float32) on its way to 0, and x86 CPUs do arithmetic on subnormals ~100 times slower:
+        without this, Adam takes 3 times longer by the fourth epoch of MNIST. Such a value
+        moves no parameter: its share of an update, below lr * 1.2e-38 / eps, is lost in the
+        rounding of any parameter not itself within ~1e-24 of 0.
+        """
+        if self.steps % _FLUSH_INTERVAL == 0:
+            smallest_normal = np.finfo(self.dtype).tiny
+            for array in self._state_arrays().values():
+                array[np.abs(array) < smallest_normal] = 0.0
 
     def zero_grad(self) -> None:
         for parameter in self.params:
@@ -272,6 +290,7 @@ class SGD(Optimizer):
                 direction = direction + self.momentum * buffer if self.nesterov else buffer
             value -= self.lr * direction
         self.steps += 1
+        self._flush_subnormals()
 
 
 class Adam(Optimizer):
@@ -288,6 +307,10 @@ class Adam(Optimizer):
 
     ``eps`` must be at least the smallest normal number of the parameters' dtype (1.2e-38 in
     float32): a smaller one vanishes from the denominator, which is then 0 for a zero gradient.
+
+    One departure from torch, for speed: every 50 steps, entries of m and v that have decayed
+    below the smallest normal float are set to 0 (``_flush_subnormals``); on MNIST the
+    parameters stay bit-identical to those of the unflushed update (checked over 3 epochs).
     """
 
     _BOUNDS = {"lr": (0.0, np.inf, True), "beta1": (0.0, 1.0, False), "beta2": (0.0, 1.0, False),
@@ -361,6 +384,7 @@ class Adam(Optimizer):
             work += eps
             np.divide(exp_avg, work, out=work)
             axpy(work, value, a=-step_size)
+        self._flush_subnormals()
 
 
 def _level1(dtype: np.dtype):
