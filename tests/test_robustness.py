@@ -33,8 +33,7 @@ Decisions, where the issue leaves a choice (each is what the tests assert):
   results and the tests require them. The loss methods (``terms``, ``elbo``,
   ``log_likelihood``, ``loss_and_grads``) exponentiate a log-variance that grows with the data,
   so their true value overflows: the correct answer is a ValueError naming ``x`` (or ``eps``),
-  not a NaN, and ``elbo``, ``log_likelihood`` and ``loss_and_grads`` give it; ``terms`` does
-  not yet (a strict xfail below says why). The fuzz keeps the data of these methods within
+  not a NaN, and all four give it. The fuzz keeps the data of these methods within
   |x| <= 10, where the loss is representable, so that a valid call must succeed. ``fit`` gives
   its documented TrainingError for such data (without NumPy warnings), and ``evaluate`` a
   ValueError naming ``x``.
@@ -43,10 +42,6 @@ Decisions, where the issue leaves a choice (each is what the tests assert):
   IEEE arithmetic (as in torch.nn); finite input of moderate size gives finite output.
   ``Reparameterization.forward`` also checks values (NaN, overflow of exp(logvar / 2)); the VAE
   trains through its unchecked ``_forward``.
-* Where a fix belongs to a file owned by someone else, the fuzz strategies stay out of that
-  input region (a comment says so) and a strict ``xfail`` test pins the gap; once the gap is
-  fixed that test passes, strict xfail turns it into a failure, and the marker (and the
-  restriction in the strategy) can go.
 """
 
 from __future__ import annotations
@@ -1154,10 +1149,6 @@ def test_save_history_points_a_training_history_to_as_dict(tmp_path: Path) -> No
 
 # -- the gaps found in the core files (each was pinned by a strict xfail until fixed; the comment
 # -- in each test says what the call did before the fix) ------------------------------------------
-#: ``terms`` does not check its result yet: npvae/train.py ``_evaluate`` calls it under np.errstate
-#: and turns a non-finite result into fit's TrainingError (x_val) or evaluate's ValueError, so a
-#: ValueError from ``terms`` would replace fit's documented TrainingError. Once ``_evaluate`` calls
-#: the unchecked ``model._terms(x, None, rng)``, ``terms`` can check as ``elbo`` does.
 
 
 @pytest.mark.parametrize("model_class", [AE, VAE])
