@@ -71,8 +71,10 @@ class ReLU(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
+        active = self._buffer("active", grad_out.shape, np.dtype(bool))  # reused: no temporary
+        np.greater(self._y, 0, out=active)
         grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
-        np.multiply(grad_out, self._y > 0, out=grad_x)
+        np.multiply(grad_out, active, out=grad_x)
         return grad_x
 
 
