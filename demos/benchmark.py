@@ -1,0 +1,347 @@
+"""Training speed of npvae against PyTorch and against the matrix-product limit.
+
+    python demos/benchmark.py                      # MNIST if found, else random data of its shape
+    python demos/benchmark.py --epochs 5 --threads 1 --skip-torch
+
+The model is the pytorch/examples VAE: 784-400-20 with ReLU, a Bernoulli decoder (binary
+cross-entropy summed over pixels), batch 128, Adam with lr 1e-3, one epoch = the 60,000 MNIST
+training images in a new random order. Everything runs in one process, in rounds: the sgemm
+throughput, then one epoch each of npvae float32 (a plain loop over ``loss_and_grads`` and
+``step``), npvae float32 through ``npvae.fit``, PyTorch (the same plain loop; the example's
+DataLoader would only add time to PyTorch's side) and npvae float64, each after a pause, with
+one thread count for both libraries. Each model trains its own epochs 1, 2, 3, ... and the
+median of each is reported.
+
+The limit: an epoch's matrix products (forward; backward to the weights; backward to the inputs
+of every layer but the first, whose input is data) counted in FLOPs, divided by the throughput
+SciPy's sgemm reaches on exactly these products (median over the rounds). npvae's fraction of
+the limit is limit time / npvae time. Timings are only comparable within one run on an
+otherwise idle machine: the load average is printed at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="timed epochs per implementation; the median is reported (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads (default 2)")
+    parser.add_argument("--data", choices=("mnist", "random"), default="mnist",
+                        help="MNIST (falls back to random data if its files are absent) or random")
+    parser.add_argument("--data-dir", default=os.environ.get("NPVAE_MNIST_DIR"),
+                        help="directory with the MNIST IDX files (default: $NPVAE_MNIST_DIR, "
+                             "else npvae's download cache; nothing is downloaded)")
+    parser.add_argument("--skip-torch", action="store_true", help="do not time PyTorch")
+    parser.add_argument("--skip-iwae", action="store_true", help="do not time log_likelihood")
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.threads < 1:
+        parser.error("--epochs and --threads must be positive")
+    return args
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+    LOAD_AT_START = os.getloadavg()  # before this process's own imports and data loading add to it
+    # OpenBLAS reads its thread count when it loads: set it before NumPy and SciPy are imported
+    # (and so for a child process too). PyTorch gets the same count from set_num_threads.
+    os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
+
+import ctypes  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy.linalg import blas  # noqa: E402
+
+try:
+    import npvae
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import npvae
+
+INPUT_DIM, HIDDEN_DIM, LATENT_DIM = 784, 400, 20
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+PAUSE_SECONDS = 1.0  # between epochs: lets one library's spinning worker threads go to sleep
+# (in, out) of each matrix product; the encoder's head is fc21 and fc22 side by side
+LAYERS = ((INPUT_DIM, HIDDEN_DIM), (HIDDEN_DIM, 2 * LATENT_DIM), (LATENT_DIM, HIDDEN_DIM),
+          (HIDDEN_DIM, INPUT_DIM))
+
+
+# -- data ----------------------------------------------------------------------------------------
+def load_data(kind: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train (60000, 784), test (10000, 784), description), float32 in [0, 1]."""
+    if kind == "mnist":
+        try:
+            train = npvae.datasets.load("mnist", "train", data_dir=data_dir, download=False).x
+            test = npvae.datasets.load("mnist", "test", data_dir=data_dir, download=False).x
+            return train, test, "MNIST (60,000 training images)"
+        except (OSError, ValueError) as error:
+            reason = f"MNIST not found ({error})"
+    else:
+        reason = "--data random"
+    rng = np.random.default_rng(0)
+    train = (rng.random((60_000, INPUT_DIM), dtype=np.float32) < 0.13).astype(np.float32)
+    test = (rng.random((10_000, INPUT_DIM), dtype=np.float32) < 0.13).astype(np.float32)
+    return train, test, f"random binary data of MNIST's shape (60000, 784); {reason}"
+
+
+# -- the FLOP count and the sgemm limit ----------------------------------------------------------
+def epoch_gemm_flops(n: int) -> int:
+    """2 m k n per product: forward, dL/dW and dL/dx of each layer, no dL/dx for the first."""
+    per_row = sum(2 * fan_in * fan_out * (2 if index == 0 else 3)
+                  for index, (fan_in, fan_out) in enumerate(LAYERS))
+    return n * per_row
+
+
+def sgemm_seconds_per_batch(repeats: int = 200) -> float:
+    """Median time of one batch's matrix products with SciPy's sgemm, shapes and layouts as npvae
+    uses them (column-major views of C-ordered arrays, results written in place)."""
+    rng = np.random.default_rng(0)
+    products = []
+    for index, (fan_in, fan_out) in enumerate(LAYERS):
+        x = rng.standard_normal((BATCH_SIZE, fan_in), dtype=np.float32)
+        weight = rng.standard_normal((fan_in, fan_out), dtype=np.float32)
+        grad_y = rng.standard_normal((BATCH_SIZE, fan_out), dtype=np.float32)
+        y, grad_weight, grad_x = np.zeros_like(grad_y), np.zeros_like(weight), np.zeros_like(x)
+        products.append(lambda w=weight, x=x, y=y: blas.sgemm(  # y^T = W^T x^T
+            1.0, w.T, x.T, c=y.T, overwrite_c=True))
+        products.append(lambda g=grad_y, x=x, gw=grad_weight: blas.sgemm(  # dW^T = G^T x
+            1.0, g.T, x.T, beta=1.0, c=gw.T, trans_b=True, overwrite_c=True))
+        if index > 0:
+            products.append(lambda w=weight, g=grad_y, gx=grad_x: blas.sgemm(  # dx^T = W G^T
+                1.0, w.T, g.T, c=gx.T, trans_a=True, overwrite_c=True))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for product in products:
+            product()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# -- threads -------------------------------------------------------------------------------------
+def scipy_openblas_threads() -> int | None:
+    """The thread count SciPy's OpenBLAS reports, read from the loaded library (None if unknown)."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "scipy.libs" in line and "openblas" in line}
+    for path in paths:
+        library = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_num_threads", "openblas_get_num_threads"):
+            if hasattr(library, name):
+                return int(getattr(library, name)())
+    return None
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def format_load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{value:.2f}" for value in load)
+
+
+# -- npvae ---------------------------------------------------------------------------------------
+def npvae_model(dtype: type) -> tuple[npvae.VAE, npvae.Adam]:
+    model = npvae.VAE(INPUT_DIM, (HIDDEN_DIM,), LATENT_DIM, activation="relu", dtype=dtype)
+    return model, npvae.Adam(model.parameters(), lr=LEARNING_RATE)
+
+
+def npvae_epoch(model: npvae.VAE, optimizer: npvae.Adam, x: np.ndarray, rng: np.random.Generator) -> float:
+    """One epoch written out as the PyTorch loop below is; returns the mean training loss."""
+    order = rng.permutation(x.shape[0])
+    total = 0.0
+    for start in range(0, x.shape[0], BATCH_SIZE):
+        batch = x[order[start : start + BATCH_SIZE]]
+        total += model.loss_and_grads(batch, rng=rng) * batch.shape[0]  # batch mean, grads set
+        optimizer.step()
+    return total / x.shape[0]
+
+
+def npvae_fit_epoch(model: npvae.VAE, optimizer: npvae.Adam, x: np.ndarray, rng: np.random.Generator) -> float:
+    """One epoch of ``npvae.fit``, which also checks the data and every step's gradient."""
+    history = npvae.fit(model, x, epochs=1, batch_size=BATCH_SIZE, optimizer=optimizer, rng=rng,
+                        progress=False)
+    return history.loss[-1]
+
+
+# -- PyTorch: the pytorch/examples VAE, written out here ------------------------------------------
+def torch_setup(threads: int):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(threads)
+
+    class TorchVAE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(INPUT_DIM, HIDDEN_DIM)
+            self.fc21 = nn.Linear(HIDDEN_DIM, LATENT_DIM)
+            self.fc22 = nn.Linear(HIDDEN_DIM, LATENT_DIM)
+            self.fc3 = nn.Linear(LATENT_DIM, HIDDEN_DIM)
+            self.fc4 = nn.Linear(HIDDEN_DIM, INPUT_DIM)
+
+        def forward(self, x):
+            hidden = F.relu(self.fc1(x))
+            mu, logvar = self.fc21(hidden), self.fc22(hidden)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+    def loss_function(recon, x, mu, logvar):
+        # as pytorch/examples: BCE on probabilities, summed; KL of N(mu, exp(logvar)) to N(0, I)
+        bce = F.binary_cross_entropy(recon, x, reduction="sum")
+        return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+    torch.manual_seed(0)
+    model = TorchVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+    def epoch(x) -> float:
+        order = torch.randperm(x.shape[0])
+        total = 0.0
+        for start in range(0, x.shape[0], BATCH_SIZE):
+            batch = x[order[start : start + BATCH_SIZE]]
+            optimizer.zero_grad()
+            recon, mu, logvar = model(batch)
+            loss = loss_function(recon, batch, mu, logvar)
+            loss.backward()
+            total += loss.item()
+            optimizer.step()
+        return total / x.shape[0]
+
+    return torch, epoch
+
+
+# -- timing ----------------------------------------------------------------------------------------
+def timed(run, *args) -> tuple[float, float]:
+    """(seconds, result) of run(*args), after a pause that lets idle worker threads sleep."""
+    time.sleep(PAUSE_SECONDS)
+    started = time.perf_counter()
+    result = run(*args)
+    return time.perf_counter() - started, result
+
+
+def peak_memory_mb(args: argparse.Namespace) -> float:
+    """Peak RSS (MB) of a fresh process that loads the training data and trains one float32 epoch.
+
+    The child reads its own high-water mark (VmHWM): the parent's getrusage(RUSAGE_CHILDREN)
+    would also count the pages the child shared with this large parent before its exec.
+    """
+    command = [sys.executable, os.path.abspath(__file__), "--memory-child", "--data", args.data,
+               "--threads", str(args.threads)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return int(output.split()[-1]) / 1024  # VmHWM is in kB
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    x_train, _, _ = load_data(args.data, args.data_dir)
+    model, optimizer = npvae_model(np.float32)
+    npvae_fit_epoch(model, optimizer, x_train, np.random.default_rng(0))
+    with open("/proc/self/status") as status:
+        print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+
+
+def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) -> None:
+    if args.memory_child:
+        memory_child(args)
+        return
+    start_load = format_load(load_at_start)
+    print(f"load average at start: {start_load}")
+    if load_at_start[0] > 0.3:
+        print("warning: the machine is busy (1-minute load > 0.3): these timings are not reliable")
+    x_train, x_test, data_description = load_data(args.data, args.data_dir)
+    print(f"data: {data_description}")
+    n = x_train.shape[0]
+
+    flops = epoch_gemm_flops(n)
+    print(f"threads: {args.threads} requested; SciPy's OpenBLAS reports {scipy_openblas_threads()}")
+    print(f"epoch GEMM work: {flops / 1e9:.1f} GFLOP")
+
+    # each runner trains its own model, so that round r times epoch r of every model (later
+    # epochs are slower in both libraries: Adam's running means decay into subnormal numbers)
+    runners = {}
+    model32, model_fit, model64 = (npvae_model(dtype) for dtype in (np.float32, np.float32, np.float64))
+    x64 = x_train.astype(np.float64)
+    rngs = [np.random.default_rng(seed) for seed in range(3)]
+    runners["npvae float32"] = lambda: npvae_epoch(*model32, x_train, rngs[0])
+    runners["npvae float32, fit()"] = lambda: npvae_fit_epoch(*model_fit, x_train, rngs[1])
+    if not args.skip_torch:
+        try:
+            torch, torch_epoch = torch_setup(args.threads)
+        except ImportError:
+            print("PyTorch not installed: skipped")
+        else:
+            x_torch = torch.from_numpy(x_train)
+            runners[f"PyTorch {torch.__version__}"] = lambda: torch_epoch(x_torch)
+            print(f"PyTorch threads: {torch.get_num_threads()}")
+    runners["npvae float64"] = lambda: npvae_epoch(*model64, x64, rngs[2])
+
+    seconds = {name: [] for name in runners}
+    throughputs = []  # measured in every round too, so that the limit sees the same machine
+    for round_index in range(args.epochs):
+        _, batch_seconds = timed(sgemm_seconds_per_batch)
+        throughputs.append(epoch_gemm_flops(BATCH_SIZE) / batch_seconds)
+        print(f"round {round_index + 1}: sgemm on these shapes {throughputs[-1] / 1e9:.0f} GFLOP/s")
+        for name, run in runners.items():
+            elapsed, loss = timed(run)
+            seconds[name].append(elapsed)
+            print(f"round {round_index + 1}: {name:<20} {elapsed:6.2f} s   mean loss {loss:8.2f}")
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    throughput = statistics.median(throughputs)
+    limit_seconds = flops / throughput
+    print(f"GEMM limit: {flops / 1e9:.1f} GFLOP at {throughput / 1e9:.0f} GFLOP/s = "
+          f"{limit_seconds:.2f} s per epoch")
+    torch_name = next((name for name in median if name.startswith("PyTorch")), None)
+
+    iwae_seconds = None
+    if not args.skip_iwae:
+        iwae_seconds, _ = timed(lambda: model32[0].log_likelihood(
+            x_test[:1000], k=1000, rng=np.random.default_rng(0)))
+        print(f"log_likelihood(k=1000) of 1,000 test images, float32: {iwae_seconds:.2f} s")
+    memory_mb = None
+    if not args.skip_memory:
+        memory_mb = peak_memory_mb(args)
+        print(f"peak RSS of a process training one float32 epoch: {memory_mb:.0f} MB")
+    end_load = format_load(os.getloadavg())
+    print(f"load average at end: {end_load}")
+
+    print()
+    print(f"Command: `{' '.join(['python', 'demos/benchmark.py', *sys.argv[1:]])}`  ")
+    print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, "
+          f"{args.threads} threads; {data_description}; load average {start_load} (start), "
+          f"{end_load} (end)")
+    print()
+    print("| training, one epoch | seconds (median of %d) | vs PyTorch | fraction of GEMM limit |" % args.epochs)
+    print("|---|---|---|---|")
+    for name, value in median.items():
+        ratio = f"{value / median[torch_name]:.2f}" if torch_name else "-"
+        print(f"| {name} | {value:.2f} | {ratio} | {limit_seconds / value:.0%} |")
+    print(f"| GEMM limit ({flops / 1e9:.0f} GFLOP at {throughput / 1e9:.0f} GFLOP/s, median) | "
+          f"{limit_seconds:.2f} | - | 100% |")
+    if iwae_seconds is not None:
+        print(f"\n`log_likelihood(x_test[:1000], k=1000)`, float32: {iwae_seconds:.2f} s  ")
+    if memory_mb is not None:
+        print(f"Peak RSS, one float32 training epoch on the full data: {memory_mb:.0f} MB")
+    if torch_name:
+        print("\nPyTorch runs the pytorch/examples model and loss: sigmoid, then "
+              "`F.binary_cross_entropy(recon, x, reduction='sum')`, separate fc21/fc22 heads.")
+
+
+if __name__ == "__main__":
+    main(ARGS, LOAD_AT_START)
