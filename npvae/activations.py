@@ -25,7 +25,8 @@ class _Elementwise(Module):
 
     The checks in ``_check_grad_out`` are O(1) (type, shape, dtype), so backward stays one
     pass over the data; they turn a mismatched gradient into an error naming ``grad_out``
-    instead of a NumPy broadcast (or a silent broadcast of a (1, n) gradient).
+    instead of a NumPy broadcast (or a silent broadcast of a (1, n) gradient). Backward's
+    ``accumulate`` is accepted for ``Module``'s signature and unused: no parameters.
     """
 
     def __init__(self) -> None:
@@ -55,7 +56,9 @@ class Identity(_Elementwise):
         self._y = _check_float_array(x)
         return self._y
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         return self._check_grad_out(grad_out) if input_grad else None
 
 
@@ -67,7 +70,9 @@ class ReLU(_Elementwise):
         self._y = self._buffer("y", x.shape, x.dtype)
         return np.maximum(x, 0, out=self._y)
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
@@ -98,7 +103,9 @@ class LeakyReLU(_Elementwise):
         self._y = y
         return y
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
@@ -144,7 +151,9 @@ class Sigmoid(_Elementwise):
         self._y = self._buffer("y", x.shape, x.dtype)
         return sigmoid_into(x, self._y)
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
@@ -163,7 +172,9 @@ class Tanh(_Elementwise):
         self._y = self._buffer("y", x.shape, x.dtype)
         return np.tanh(x, out=self._y)
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         self._check_grad_out(grad_out)
         if not input_grad:
             return None

@@ -182,11 +182,15 @@ class Module:
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         """Given dL/d(output), accumulate parameter grads and return dL/d(input).
 
         With ``input_grad=False`` the input gradient is not computed and None is returned (the
-        first layer of a model never needs it: its input is data).
+        first layer of a model never needs it: its input is data). With ``accumulate=False``
+        the parameter grads are overwritten instead of added to: the same as ``zero_grad()``
+        first, without its pass over memory (a model's ``loss_and_grads`` uses it).
         """
         raise NotImplementedError
 
@@ -320,13 +324,17 @@ class Sequential(Module):
             x = module.forward(x)
         return x
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         if not self.layers:
             return grad_out if input_grad else None
+        # accumulate is passed on only when False, so that modules written without it still work
+        options = {} if accumulate else {"accumulate": False}
         grad = grad_out
         last = len(self.layers) - 1
         for position, module in enumerate(reversed(self.layers)):
-            grad = module.backward(grad, input_grad=input_grad or position != last)
+            grad = module.backward(grad, input_grad=input_grad or position != last, **options)
         return grad
 
 
@@ -402,7 +410,9 @@ class Dense(Module):
         _gemm(self.weight.value.T, x.T, out=y.T, beta=1.0)
         return y
 
-    def backward(self, grad_out: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
         x = self._x
         if x is None:
             raise RuntimeError("Dense.backward called before forward")
@@ -416,11 +426,13 @@ class Dense(Module):
             raise ValueError(f"grad_out: expected shape {expected} (the forward output's), got {grad_out.shape}")
         if grad_out.dtype != self.dtype:
             raise TypeError(f"grad_out: expected dtype {self.dtype} (the layer's), got {grad_out.dtype}")
-        # dL/dW += x^T @ G, accumulated in place by gemm's beta = 1: W's (in, out) grad is
-        # the column-major (out, in) matrix grad^T, so grad^T = G^T x + grad^T
-        _gemm(grad_out.T, x.T, out=self.weight.grad.T, beta=1.0, trans_b=True)
-        # dL/db += G^T 1: the column sums of G, accumulated by gemv's beta = 1
-        _gemv(grad_out.T, _ones(grad_out.shape[0], self.dtype), out=self.bias.grad, beta=1.0)
+        # beta = 1 adds to the grads in place, beta = 0 overwrites them (accumulate=False)
+        beta = 1.0 if accumulate else 0.0
+        # dL/dW += x^T @ G: W's (in, out) grad is the column-major (out, in) matrix grad^T,
+        # so grad^T = G^T x + beta grad^T
+        _gemm(grad_out.T, x.T, out=self.weight.grad.T, beta=beta, trans_b=True)
+        # dL/db += G^T 1: the column sums of G
+        _gemv(grad_out.T, _ones(grad_out.shape[0], self.dtype), out=self.bias.grad, beta=beta)
         if not input_grad:
             return None
         # dL/dx = G @ W^T, i.e. (dL/dx)^T = W G^T

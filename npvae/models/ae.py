@@ -95,11 +95,14 @@ class AE(Autoencoder):
         return loss
 
     def _loss_and_grads(self, x: np.ndarray, eps: Any, rng: Any, kl_weight: float) -> float:
-        """loss_and_grads on validated input; the noise arguments are unused by an AE."""
-        self.zero_grad()
+        """loss_and_grads on validated input; the noise arguments are unused by an AE.
+
+        The backward calls overwrite the grads (accumulate=False): no zero_grad pass needed.
+        """
         recon = self._reconstruction_nll(self.decoder.forward(self.encoder.forward(x)), x)
         grad_decoded = self._grad_decoded
         grad_decoded *= 1.0 / x.shape[0]
-        self.encoder.backward(self.decoder.backward(grad_decoded), input_grad=False)
+        grad_code = self.decoder.backward(grad_decoded, accumulate=False)
+        self.encoder.backward(grad_code, input_grad=False, accumulate=False)
         self.last_recon = float(recon.mean())
         return self.last_recon

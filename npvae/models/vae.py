@@ -228,13 +228,15 @@ class VAE(Autoencoder):
 
     def _loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
                         kl_weight: float) -> float:
-        """loss_and_grads on validated input (the training loop's entry)."""
-        self.zero_grad()
+        """loss_and_grads on validated input (the training loop's entry).
+
+        The backward calls overwrite the grads (accumulate=False): no zero_grad pass needed.
+        """
         batch = x.shape[0]
         recon, kl, grad_mu_kl, grad_logvar_kl = self._forward_terms(x, eps, rng)
         grad_decoded = self._grad_decoded
         grad_decoded *= 1.0 / batch
-        grad_z = self.decoder.backward(grad_decoded)
+        grad_z = self.decoder.backward(grad_decoded, accumulate=False)
         grad_mu, grad_logvar = self.reparam.backward(grad_z)
         kl_scale = kl_weight / batch
         grad_stats = self._buffer("grad_stats", (batch, 2 * self.latent_dim), self.dtype)
@@ -243,7 +245,8 @@ class VAE(Autoencoder):
         grad_stats_mu += grad_mu
         np.multiply(grad_logvar_kl, kl_scale, out=grad_stats_logvar)
         grad_stats_logvar += grad_logvar
-        self.encoder.backward(self.head.backward(grad_stats), input_grad=False)
+        grad_hidden = self.head.backward(grad_stats, accumulate=False)
+        self.encoder.backward(grad_hidden, input_grad=False, accumulate=False)
         self.last_recon = float(recon.mean())
         self.last_kl = float(kl.mean())
         return self.last_recon + kl_weight * self.last_kl
