@@ -15,7 +15,7 @@ The property tests below drive every public function and constructor with arbitr
   f2py ``_fblas.error``, MemoryError, and no ``RuntimeWarning``: this module turns RuntimeWarning
   into an error, so a silent overflow or NaN inside a call fails the test;
 * nothing hangs: sizes stay tiny (batch <= 5, dims <= 6, k <= 4, epochs <= 2), and hypothesis's
-  deadline is 2 s per example.
+  deadline is 10 s per example (generous: CI machines are shared).
 
 CI runs ``FUZZ_EXAMPLES`` = 150 hypothesis examples for each of 13 property tests and 50 for
 the data-set loader test (each example reads the packaged digits): 2,000 examples in all.
@@ -46,6 +46,7 @@ Decisions, where the issue leaves a choice (each is what the tests assert):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -109,7 +110,7 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 FUZZ_EXAMPLES = 150 * (10 if os.environ.get("NPVAE_HYPOTHESIS_PROFILE") == "thorough" else 1)
 fuzz = settings(
     max_examples=FUZZ_EXAMPLES,
-    deadline=timedelta(seconds=2),
+    deadline=timedelta(seconds=10),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -482,7 +483,13 @@ def test_layers_forward_and_backward_give_documented_results_or_name_the_bad_arg
     x_ok = isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
     if kind == "dense":
         x_ok = x_ok and x.ndim == 2 and x.shape[1] == layer.in_features and x.dtype == dtype
-    y = attempt(lambda: layer.forward(x), set() if x_ok else {"x"})
+    # layers check types and shapes, not values: NaN/inf propagate as IEEE arithmetic says, and
+    # its warnings (inf * 0 in LeakyReLU(0), say) are expected there, so they are silenced for
+    # non-finite x; finite x must not warn
+    nonfinite_x = x_ok and not np.isfinite(x).all()
+    silence = np.errstate(all="ignore") if nonfinite_x else contextlib.nullcontext()
+    with silence:
+        y = attempt(lambda: layer.forward(x), set() if x_ok else {"x"})
     if y is None:
         return
     out_shape = (x.shape[0], layer.out_features) if kind == "dense" else x.shape
@@ -498,7 +505,8 @@ def test_layers_forward_and_backward_give_documented_results_or_name_the_bad_arg
     grad = data.draw(mostly(well_formed, anything), label="grad_out")
     grad_ok = isinstance(grad, np.ndarray) and grad.shape == out_shape and grad.dtype == x.dtype
     finite_y = np.isfinite(y).all()
-    grad_x = attempt(lambda: layer.backward(grad), set() if grad_ok else {"grad_out"})
+    with np.errstate(all="ignore") if nonfinite_x else contextlib.nullcontext():
+        grad_x = attempt(lambda: layer.backward(grad), set() if grad_ok else {"grad_out"})
     if grad_x is None:
         return
     assert isinstance(grad_x, np.ndarray) and grad_x.shape == x.shape
