@@ -329,3 +329,19 @@ def test_as_float_dtype_accepts_float32_and_float64(dtype: object) -> None:
 def test_as_float_dtype_rejects_other_dtypes(dtype: object) -> None:
     with pytest.raises(TypeError, match="^dtype: "):
         as_float_dtype(dtype)
+
+
+def test_backward_without_accumulate_overwrites_stale_gradients() -> None:
+    rng = np.random.default_rng(3)
+    net = Sequential(Dense(4, 5, rng=rng), LeakyReLU(0.2), Dense(5, 2, rng=rng, init="glorot"))
+    x, grad_out = rng.standard_normal((6, 4)), rng.standard_normal((6, 2))
+    net.zero_grad()
+    net.forward(x)
+    net.backward(grad_out)
+    expected = [p.grad.copy() for p in net.parameters()]
+    for parameter in net.parameters():
+        parameter.grad[...] = 1e9  # stale garbage that accumulate=False must not keep
+    net.forward(x)
+    net.backward(grad_out, accumulate=False)
+    for parameter, grad in zip(net.parameters(), expected):
+        np.testing.assert_array_equal(parameter.grad, grad)
