@@ -52,6 +52,21 @@ def _largest_magnitude(array: np.ndarray) -> str:
     return np.format_float_scientific(np.abs(array).max(), precision=3, trim="-")
 
 
+def _cast_state(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``array`` in ``dtype`` for loading as state ``name``; ValueError if it holds NaN or inf,
+    or values that overflow ``dtype`` (1e300 into float32), naming ``state[name]``."""
+    with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
+        converted = array.astype(dtype, copy=False)
+    if not np.isfinite(converted).all():
+        if not np.isfinite(array).all():
+            raise ValueError(f"state[{name!r}]: expected finite values, found NaN or inf")
+        raise ValueError(
+            f"state[{name!r}]: values up to {_largest_magnitude(array)} exceed the range of "
+            f"the parameters' dtype {dtype}"
+        )
+    return converted
+
+
 def _check_negative_slope(negative_slope: Any) -> float:
     """The LeakyReLU slope as a float in [0, 1): the one check shared by Dense, LeakyReLU and the models.
 
@@ -285,15 +300,7 @@ class Module:
                 )
             if not np.issubdtype(array.dtype, np.floating):
                 raise TypeError(f"state[{name!r}]: expected a float array, got dtype {array.dtype}")
-            with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
-                converted[name] = array.astype(parameter.value.dtype, copy=False)
-            if not np.isfinite(converted[name]).all():
-                if not np.isfinite(array).all():
-                    raise ValueError(f"state[{name!r}]: expected finite values, found NaN or inf")
-                raise ValueError(
-                    f"state[{name!r}]: values up to {_largest_magnitude(array)} exceed the range of "
-                    f"the parameters' dtype {parameter.value.dtype}"
-                )
+            converted[name] = _cast_state(name, array, parameter.value.dtype)
         for name, parameter in own.items():
             parameter.value[...] = converted[name]
 

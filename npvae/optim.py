@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from .nn import Module, Parameter, _largest_magnitude, _real_number
+from .nn import Module, Parameter, _cast_state, _real_number
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
 
@@ -221,15 +221,7 @@ class Optimizer:
                 raise ValueError(f"state[{name!r}]: expected shape {array.shape}, got {given.shape}")
             if given.dtype.kind not in "iuf":
                 raise TypeError(f"state[{name!r}]: expected a real numeric array, got dtype {given.dtype}")
-            with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
-                converted[name] = given.astype(self.dtype)
-            if not np.isfinite(converted[name]).all():
-                if not np.isfinite(given).all():
-                    raise ValueError(f"state[{name!r}]: expected finite values, found NaN or inf")
-                raise ValueError(
-                    f"state[{name!r}]: values up to {_largest_magnitude(given)} exceed the range of "
-                    f"the parameters' dtype {self.dtype}"
-                )
+            converted[name] = _cast_state(name, given, self.dtype)
             if name in self._NON_NEGATIVE and converted[name].size and converted[name].min() < 0:
                 raise ValueError(f"state[{name!r}]: expected values >= 0, got {converted[name].min():g}")
         for name, array in arrays.items():
