@@ -28,8 +28,8 @@ import sys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="timed epochs per implementation; the median is reported (default 3)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="timed epochs per implementation; the median is reported (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads (default 2)")
     parser.add_argument("--data", choices=("mnist", "random"), default="mnist",
                         help="MNIST (falls back to random data if its files are absent) or random")

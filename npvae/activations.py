@@ -1,14 +1,14 @@
 """Elementwise activations. Each caches its output y, from which its derivative follows.
 
-All keep the input's dtype and shape. Output and gradient arrays are work buffers owned by
-the module (see ``npvae.nn``).
+All keep the input's dtype, shape and memory order. Output and gradient arrays are work
+buffers owned by the module (see ``npvae.nn``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .nn import Module, _check_negative_slope
+from .nn import Module, _check_negative_slope, _order_of
 
 __all__ = ["Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "make_activation", "ACTIVATIONS"]
 
@@ -67,7 +67,7 @@ class ReLU(_Elementwise):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype)
+        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
         return np.maximum(x, 0, out=self._y)
 
     def backward(
@@ -76,9 +76,9 @@ class ReLU(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
-        active = self._buffer("active", grad_out.shape, np.dtype(bool))  # reused: no temporary
+        active = self._buffer("active", grad_out.shape, np.dtype(bool), _order_of(self._y))  # reused: no temporary
         np.greater(self._y, 0, out=active)
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
         np.multiply(grad_out, active, out=grad_x)
         return grad_x
 
@@ -96,7 +96,7 @@ class LeakyReLU(_Elementwise):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_float_array(x)
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, _order_of(x))
         # for 0 <= a < 1, max(x, a * x) picks x when x > 0 and a * x otherwise
         np.multiply(x, self.negative_slope, out=y)
         np.maximum(x, y, out=y)
@@ -111,11 +111,11 @@ class LeakyReLU(_Elementwise):
             return None
         # slope = a + (1 - a) * [y > 0], built as a float array: masked assignment
         # (np.copyto(..., where=)) is ~20x slower than these four plain passes
-        slope = self._buffer("slope", grad_out.shape, grad_out.dtype)
+        slope = self._buffer("slope", grad_out.shape, grad_out.dtype, _order_of(self._y))
         np.greater(self._y, 0, out=slope)
         slope *= 1.0 - self.negative_slope
         slope += self.negative_slope
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
         np.multiply(grad_out, slope, out=grad_x)
         return grad_x
 
@@ -148,7 +148,7 @@ class Sigmoid(_Elementwise):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype)
+        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
         return sigmoid_into(x, self._y)
 
     def backward(
@@ -157,7 +157,7 @@ class Sigmoid(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
         np.subtract(1, self._y, out=grad_x)
         grad_x *= self._y
         grad_x *= grad_out
@@ -169,7 +169,7 @@ class Tanh(_Elementwise):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype)
+        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
         return np.tanh(x, out=self._y)
 
     def backward(
@@ -178,7 +178,7 @@ class Tanh(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype)
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
         np.multiply(self._y, self._y, out=grad_x)
         np.subtract(1, grad_x, out=grad_x)
         grad_x *= grad_out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import _gemv, _ones
+from .nn import _matvec, _ones
 
 __all__ = ["bce_with_logits", "squared_error", "gaussian_nll", "gaussian_kl", "LOG_2PI"]
 
@@ -124,12 +124,12 @@ def _softplus_row_parts(
     positive_part = np.empty(logits.shape[0], dtype=logits.dtype)
     log1p_part = np.empty(logits.shape[0], dtype=logits.dtype)
     np.abs(logits, out=work)
-    _gemv(logits.T, ones, out=positive_part, alpha=0.5, trans=True)
-    _gemv(work.T, ones, out=positive_part, alpha=0.5, beta=1.0, trans=True)
+    _matvec(logits, ones, out=positive_part, alpha=0.5)
+    _matvec(work, ones, out=positive_part, alpha=0.5, beta=1.0)
     np.negative(work, out=work)
     np.exp(work, out=work)
     np.log1p(work, out=scratch)
-    _gemv(scratch.T, ones, out=log1p_part, trans=True)
+    _matvec(scratch, ones, out=log1p_part)
     return positive_part, log1p_part
 
 

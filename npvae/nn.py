@@ -52,6 +52,26 @@ def _largest_magnitude(array: np.ndarray) -> str:
     return np.format_float_scientific(np.abs(array).max(), precision=3, trim="-")
 
 
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every entry of ``array`` is finite, in one BLAS pass and no temporary.
+
+    sum |a| (BLAS asum) is NaN or inf when any entry is, so a finite sum settles it; a sum that
+    is not finite may also be an overflow of large finite entries, which the elementwise
+    ``np.isfinite`` then tells apart. (Several times faster than ``np.isfinite(a).all()``,
+    which writes and reads a boolean array as large as ``a``.)
+    """
+    flat = array.reshape(-1)
+    if flat.size == 0:
+        return True
+    if flat.dtype == np.float64:
+        total = blas.dasum(flat)
+    elif flat.dtype == np.float32:
+        total = blas.sasum(flat)
+    else:
+        return bool(np.isfinite(flat).all())
+    return bool(np.isfinite(total)) or bool(np.isfinite(flat).all())
+
+
 def _cast_state(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``array`` in ``dtype`` for loading as state ``name``; ValueError if it holds NaN or inf,
     or values that overflow ``dtype`` (1e300 into float32), naming ``state[name]``."""
@@ -79,37 +99,55 @@ def _check_negative_slope(negative_slope: Any) -> float:
     return slope
 
 
-def _gemm(
-    a: np.ndarray, b: np.ndarray, *, out: np.ndarray, beta: float,
-    trans_a: bool = False, trans_b: bool = False,
-) -> None:
-    """out = op(a) @ op(b) + beta * out, in place, with op = transpose where asked.
+def _order_of(array: np.ndarray) -> str:
+    """"F" for an array stored column-major (and not also row-major), else "C"."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
-    Arrays are handed to BLAS in column-major (Fortran) order, which a C-ordered array's
-    transpose already is: no copies. Every matrix product in npvae goes through SciPy's BLAS,
-    not NumPy's: the two libraries bundle separate OpenBLAS builds whose thread pools, used
-    alternately, spin against each other on a small machine; using one keeps one pool.
+
+def _column_major(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(m, transposed): ``array`` as the Fortran-ordered matrix BLAS reads, without a copy when
+    it is C- or F-contiguous. A C-ordered array's transpose is Fortran-ordered, so BLAS gets
+    ``array.T`` with the flag to transpose it back; a strided view is copied."""
+    if array.flags.f_contiguous:
+        return array, False
+    if array.flags.c_contiguous:
+        return array.T, True
+    return np.asfortranarray(array), False
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, *, out: np.ndarray, beta: float) -> None:
+    """out = a @ b + beta * out, in place, by BLAS gemm, for operands in either memory order.
+
+    BLAS works on column-major (Fortran-ordered) matrices. A row-major ``out`` is computed as
+    out^T = b^T a^T, whose result is column-major; then each operand goes to BLAS as itself or
+    as its transpose with the transpose flag, never copied. Every matrix product in npvae goes
+    through SciPy's BLAS, not NumPy's: the two libraries bundle separate OpenBLAS builds whose
+    thread pools, used alternately, spin against each other on a small machine.
     """
-    if a.size == 0 or b.size == 0:  # BLAS rejects empty arrays; a product over nothing is 0
+    if a.shape[1] == 0 or out.size == 0:  # BLAS rejects empty arrays; a product over nothing is 0
         if beta == 0.0:
             out.fill(0)
         elif beta != 1.0:
             out *= beta
         return
+    target = out
+    if not target.flags.f_contiguous:
+        a, b, target = b.T, a.T, target.T
+    a, trans_a = _column_major(a)
+    b, trans_b = _column_major(b)
     gemm = blas.dgemm if out.dtype == np.float64 else blas.sgemm
-    result = gemm(1.0, a, b, beta=beta, c=out, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)
+    result = gemm(1.0, a, b, beta=beta, c=target, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)
     if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
-        out[...] = result
+        target[...] = result
 
 
-def _gemv(
-    a: np.ndarray, x: np.ndarray, *, out: np.ndarray, alpha: float = 1.0, beta: float = 0.0,
-    trans: bool = False,
+def _matvec(
+    a: np.ndarray, x: np.ndarray, *, out: np.ndarray, alpha: float = 1.0, beta: float = 0.0
 ) -> None:
-    """out = alpha * op(a) @ x + beta * out, in place (BLAS gemv; ``a`` column-major as in ``_gemm``).
+    """out = alpha * a @ x + beta * out, in place, by BLAS gemv, for ``a`` in either memory order.
 
-    With ``x`` a vector of ones this sums the rows or columns of a matrix in one pass, several
-    times faster than ``np.sum(axis=...)`` on the small matrices of a training step.
+    With ``x`` a vector of ones this sums the rows of ``a`` (or, given ``a.T``, its columns) in
+    one pass, several times faster than ``np.sum(axis=...)`` on the small matrices of a step.
     """
     if a.size == 0:  # BLAS rejects empty arrays; a sum over nothing is 0
         if beta == 0.0:
@@ -117,15 +155,16 @@ def _gemv(
         else:
             out *= beta
         return
+    matrix, transposed = _column_major(a)
     gemv = blas.dgemv if out.dtype == np.float64 else blas.sgemv
-    result = gemv(alpha, a, x, beta=beta, y=out, trans=trans, overwrite_y=True)
+    result = gemv(alpha, matrix, x, beta=beta, y=out, trans=transposed, overwrite_y=True)
     if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
         out[...] = result
 
 
 @functools.lru_cache(maxsize=64)
 def _ones(length: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only vector of ``length`` ones, for sums by ``_gemv``; cached, as it never changes."""
+    """A read-only vector of ``length`` ones, for sums by ``_matvec``; cached, as it never changes."""
     ones = np.ones(length, dtype=dtype)
     ones.flags.writeable = False
     return ones
@@ -212,11 +251,13 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A work array owned by this module, reused while shape and dtype stay the same."""
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype, order: str = "C") -> np.ndarray:
+        """A work array owned by this module, reused while shape, dtype and memory order
+        ("C" row-major, "F" column-major) stay the same."""
         buffer = self._buffers.get(name)
-        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-            buffer = np.empty(shape, dtype=dtype)
+        laid_out = buffer is not None and (buffer.flags.f_contiguous if order == "F" else buffer.flags.c_contiguous)
+        if not laid_out or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = np.empty(shape, dtype=dtype, order=order)
             self._buffers[name] = buffer
         return buffer
 
@@ -363,6 +404,12 @@ class Dense(Module):
         Slope in [0, 1) of the LeakyReLU that follows, used by "he" (0 for ReLU).
     dtype : float32 or float64
         Dtype of the parameters; the input must have the same dtype.
+    order : {"C", "F"}
+        Memory order of the output y: row-major ("C", NumPy's default) or column-major ("F").
+        Values are the same either way. BLAS writes column-major results directly, and a
+        column-major input speeds up the next layer's products too: the models' MLPs use "F"
+        for every layer followed by an activation (their hidden layers), "C" for the rest.
+        The input gradient dL/dx takes the memory order of x.
 
     Shapes: x (batch, in_features) -> y (batch, out_features); W (in_features, out_features),
     which is PyTorch's ``Linear.weight`` transposed; b (out_features,).
@@ -380,8 +427,12 @@ class Dense(Module):
         init: str = "he",
         negative_slope: float = 0.0,
         dtype: Any = np.float64,
+        order: str = "C",
     ) -> None:
         super().__init__()
+        if order not in ("C", "F"):
+            raise ValueError(f"order: expected 'C' or 'F', got {order!r}")
+        self.order = order
         for name, size in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {size!r}")
@@ -411,10 +462,9 @@ class Dense(Module):
         if x.dtype != self.dtype:
             raise TypeError(f"x: expected dtype {self.dtype} (the layer's), got {x.dtype}")
         self._x = x
-        y = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
+        y = self._buffer("y", (x.shape[0], self.out_features), self.dtype, self.order)
         np.copyto(y, self.bias.value)
-        # y = x @ W + y, i.e. y^T = W^T x^T + y^T in BLAS's column-major terms
-        _gemm(self.weight.value.T, x.T, out=y.T, beta=1.0)
+        _matmul(x, self.weight.value, out=y, beta=1.0)  # y = x @ W + b
         return y
 
     def backward(
@@ -435,16 +485,15 @@ class Dense(Module):
             raise TypeError(f"grad_out: expected dtype {self.dtype} (the layer's), got {grad_out.dtype}")
         # beta = 1 adds to the grads in place, beta = 0 overwrites them (accumulate=False)
         beta = 1.0 if accumulate else 0.0
-        # dL/dW += x^T @ G: W's (in, out) grad is the column-major (out, in) matrix grad^T,
-        # so grad^T = G^T x + beta grad^T
-        _gemm(grad_out.T, x.T, out=self.weight.grad.T, beta=beta, trans_b=True)
+        # dL/dW += x^T @ G
+        _matmul(x.T, grad_out, out=self.weight.grad, beta=beta)
         # dL/db += G^T 1: the column sums of G
-        _gemv(grad_out.T, _ones(grad_out.shape[0], self.dtype), out=self.bias.grad, beta=beta)
+        _matvec(grad_out.T, _ones(grad_out.shape[0], self.dtype), out=self.bias.grad, beta=beta)
         if not input_grad:
             return None
-        # dL/dx = G @ W^T, i.e. (dL/dx)^T = W G^T
-        grad_x = self._buffer("grad_x", x.shape, self.dtype)
-        _gemm(self.weight.value.T, grad_out.T, out=grad_x.T, beta=0.0, trans_a=True)
+        # dL/dx = G @ W^T
+        grad_x = self._buffer("grad_x", x.shape, self.dtype, _order_of(x))
+        _matmul(grad_out, self.weight.value.T, out=grad_x, beta=0.0)
         return grad_x
 
     def __repr__(self) -> str:

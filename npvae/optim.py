@@ -127,6 +127,9 @@ class Optimizer:
         streaming the whole buffers from memory. The blocks are views, computed once and
         reused while every parameter keeps the same value and grad arrays (checked by identity
         at each call, so rebinding ``p.value`` or ``p.grad`` is still seen).
+
+        The blocks come last element first: the first layer's parameters, which the next
+        forward pass reads first, are then the last updated and still in cache when it starts.
         """
         arrays = [array for parameter in self.params for array in (parameter.value, parameter.grad)]
         arrays.extend(flat_states)
@@ -136,7 +139,7 @@ class Optimizer:
                 tuple(array.reshape(-1)[start : start + _BLOCK_SIZE] for array in group)
                 for group in self._groups(*flat_states)
                 for start in range(0, group[0].size, _BLOCK_SIZE)
-            ]
+            ][::-1]
             self._cached_arrays = arrays
         return self._cached_blocks
 
@@ -389,7 +392,7 @@ def _level1(dtype: np.dtype):
 
 def _squared_norm(array: np.ndarray) -> float:
     """sum(array^2) by SciPy's BLAS dot, not NumPy's ``np.dot``: the two bundle separate OpenBLAS
-    builds whose thread pools, used alternately, fight over the cores (see ``nn._gemm``)."""
+    builds whose thread pools, used alternately, fight over the cores (see ``nn._matmul``)."""
     flat = array.ravel()
     if flat.size == 0:  # BLAS rejects empty vectors
         return 0.0

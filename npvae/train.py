@@ -38,7 +38,7 @@ import numpy as np
 
 from ._files import write_atomically
 from .models.base import Autoencoder
-from .nn import Parameter
+from .nn import Parameter, _all_finite
 from .optim import Adam, Optimizer
 
 __all__ = ["History", "TrainingError", "fit", "evaluate"]
@@ -354,13 +354,13 @@ def _flat_buffers(arrays: list[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
-def _all_finite(arrays: list[np.ndarray]) -> bool:
-    return all(np.isfinite(array).all() for array in arrays)
+def _finite_arrays(arrays: list[np.ndarray]) -> bool:
+    return all(_all_finite(array) for array in arrays)
 
 
 def _after_failure(values: list[np.ndarray], first_step: bool, x_train: np.ndarray) -> str:
     """The end of a TrainingError message: the state of the parameters, and what to try."""
-    if not _all_finite(values):
+    if not _finite_arrays(values):
         return "but the parameters are already non-finite: an earlier update overflowed them"
     if first_step:
         return (f"the parameters keep their last finite values (this was the first step: check the "
@@ -503,7 +503,6 @@ def fit(
     warmup_steps = kl_warmup_epochs * batches_per_epoch
     gradients = _flat_buffers([parameter.grad for parameter in parameters])
     values = _flat_buffers([parameter.value for parameter in parameters])
-    finite_masks = [np.empty(gradient.shape, dtype=bool) for gradient in gradients]
     first_epoch = len(history) + 1
     last_epoch = len(history) + epochs
     stream = _progress_stream(progress)
@@ -524,10 +523,7 @@ def fit(
                     step = (epoch - 1) * batches_per_epoch + batch
                     kl_weight = _kl_weight(beta, step, warmup_steps)
                     loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
-                    finite_gradient = all(
-                        np.isfinite(gradient, out=mask).all() for gradient, mask in zip(gradients, finite_masks)
-                    )
-                    if not (math.isfinite(loss) and finite_gradient):
+                    if not (math.isfinite(loss) and _finite_arrays(gradients)):
                         what = "loss" if not math.isfinite(loss) else "gradient"
                         first_step = epoch == first_epoch and batch == 1
                         raise TrainingError(
@@ -544,7 +540,7 @@ def fit(
                         display.batch(epoch, batch, loss)
             # one pass per epoch: an update can overflow the parameters even from finite gradients
             # (learning rate times gradient beyond the float range); callbacks never see that model
-            if not _all_finite(values):
+            if not _finite_arrays(values):
                 raise TrainingError(
                     f"non-finite parameters after epoch {epoch}: an update overflowed {model.dtype} "
                     f"(learning rate times gradient too large); the epoch is not recorded and the "

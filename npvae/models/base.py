@@ -9,7 +9,8 @@ import numpy as np
 
 from ..activations import ACTIVATIONS, make_activation, sigmoid_into
 from ..losses import LOG_2PI, _bce_with_logits_into, _softplus_row_parts, _squared_error_into
-from ..nn import Dense, Module, Sequential, _check_negative_slope, _gemv, _largest_magnitude, as_float_dtype
+from ..nn import (Dense, Module, Sequential, _all_finite, _check_negative_slope, _largest_magnitude, _matvec,
+                  as_float_dtype)
 
 OUTPUTS = ("bernoulli", "gaussian")
 
@@ -39,7 +40,10 @@ def mlp(
     for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         activated = final_activation or index < len(sizes) - 2
         init = "he" if activated and relu_family else "glorot"
-        layers.append(Dense(fan_in, fan_out, rng=rng, init=init, negative_slope=slope, dtype=dtype))
+        # a hidden layer's output only feeds the next layer's products: column-major is faster
+        # there (see Dense); the network's outputs keep NumPy's row-major order
+        order = "F" if activated else "C"
+        layers.append(Dense(fan_in, fan_out, rng=rng, init=init, negative_slope=slope, dtype=dtype, order=order))
         if activated:
             layers.append(make_activation(activation, negative_slope))
     return Sequential(*layers)
@@ -133,7 +137,7 @@ class Autoencoder(Module):
             raise ValueError(f"{name}: expected at least one row, got an empty batch")
         with np.errstate(over="ignore"):  # values beyond the model's range are reported below
             converted = array.astype(self.dtype, copy=False)
-        if not np.isfinite(converted).all():
+        if not _all_finite(converted):
             if np.isfinite(array).all():
                 raise ValueError(
                     f"{name}: values up to {_largest_magnitude(array)} exceed the model's {self.dtype} "
@@ -199,7 +203,7 @@ class Autoencoder(Module):
         nll, log1p_part = _softplus_row_parts(decoded, work, work)
         for index, row in enumerate(x):  # nll -= x_i . l_r for the rows r of example i
             block = slice(index * repeats, (index + 1) * repeats)
-            _gemv(decoded[block].T, row, out=nll[block], alpha=-1.0, beta=1.0, trans=True)
+            _matvec(decoded[block], row, out=nll[block], alpha=-1.0, beta=1.0)
         nll += log1p_part
         return nll
 
