@@ -343,3 +343,36 @@ def test_load_state_dict_rejects_missing_unexpected_and_misshapen_state(optimize
     array_name = "exp_avg" if optimizer_class is Adam else "momentum_buffer"
     with pytest.raises(ValueError, match=rf"^state\['{array_name}'\]: expected shape"):
         optimizer.load_state_dict({**state, array_name: np.zeros(3)})
+
+
+# -- the subnormal flush ----------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflushed(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries whose gradient is 0 and whose state sits in the subnormal range are set to 0 every
+    50 steps; the normal entries and every parameter come out bit-identical to an optimizer that
+    never flushes (the documented claim: a subnormal moment moves no parameter)."""
+    import npvae.optim as optim
+
+    tiny = np.finfo(dtype).tiny
+    runs = {}
+    for name, interval in (("flushed", optim._FLUSH_INTERVAL), ("unflushed", 10**9)):
+        monkeypatch.setattr(optim, "_FLUSH_INTERVAL", interval)
+        rng = np.random.default_rng(6)
+        parameter = Parameter(rng.standard_normal(40).astype(dtype))
+        optimizer = Adam([parameter], lr=1e-2)
+        optimizer.exp_avg[:20] = tiny * rng.uniform(0.01, 0.9, 20)  # subnormal, where grad stays 0
+        optimizer.exp_avg_sq[:20] = tiny * rng.uniform(0.01, 0.9, 20)
+        for step in range(1, 51):
+            parameter.grad[:20] = 0.0
+            parameter.grad[20:] = np.cos(step + np.arange(20))
+            optimizer.step()
+            if name == "flushed" and step == 49:  # not yet: the flush comes at step 50
+                assert np.all(optimizer.exp_avg[:20] != 0)
+        runs[name] = parameter.value.copy(), optimizer.exp_avg.copy(), optimizer.exp_avg_sq.copy()
+    flushed, unflushed = runs["flushed"], runs["unflushed"]
+    np.testing.assert_array_equal(flushed[0], unflushed[0])  # parameters: bit-identical
+    for state, reference in zip(flushed[1:], unflushed[1:]):
+        assert np.all(state[:20] == 0) and np.all(reference[:20] != 0)
+        np.testing.assert_array_equal(state[20:], reference[20:])
