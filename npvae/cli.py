@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seed of the noise of the ELBO and IWAE estimates (default: %(default)s)")
     evaluate.add_argument("--data-dir", default=None, metavar="PATH",
                           help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache)")
+    evaluate.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
+                          help="evaluate on the data binarized once, each pixel 0 or 1 with its intensity as "
+                               "probability (drawn from --seed), as a model trained with --binarize sees "
+                               "them (default: the setting in config.json beside the checkpoint, else off)")
 
     sample = commands.add_parser(
         "sample", help="decode z ~ N(0, I) with a checkpoint's decoder into an image grid",
@@ -514,30 +518,40 @@ def _train_command(args: argparse.Namespace) -> int:
 
 
 # -- npvae eval -------------------------------------------------------------------------------------
-def _eval_data_name(args: argparse.Namespace, checkpoint_path: Path) -> str:
-    if args.data is not None:
-        return args.data
+def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str, bool]:
+    """(data set, binarize): the options given, else the training run's config.json beside the
+    checkpoint (binarize defaults to off without one; the data set must then be given)."""
     config_path = checkpoint_path.parent / CONFIG_FILE
     try:
-        return _read_config(config_path)["data"]
+        config = _read_config(config_path)
     except UserError:
-        raise UserError(f"give --data: there is no readable {config_path} beside the checkpoint "
-                        "to say which data it was trained on") from None
+        if args.data is None:
+            raise UserError(f"give --data: there is no readable {config_path} beside the checkpoint "
+                            "to say which data it was trained on") from None
+        config = {"data": args.data, "binarize": False}
+    data = config["data"] if args.data is None else args.data
+    binarize = bool(config["binarize"]) if args.binarize is None else args.binarize
+    return data, binarize
 
 
 def _eval_command(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     saved = _load_checkpoint(args.checkpoint)
     model = saved.model
-    data = datasets.load(_eval_data_name(args, path), args.split, args.data_dir, dtype=model.dtype)
+    data_name, binarize = _eval_settings(args, path)
+    data = datasets.load(data_name, args.split, args.data_dir, dtype=model.dtype)
     _check_fits(model, data)
     rng = np.random.default_rng(args.seed)
+    x = data.x
+    if binarize:  # one draw, as fit(binarize=True) draws each batch
+        x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
     started = time.perf_counter()
-    terms = train.evaluate(model, data.x, rng=rng)
+    terms = train.evaluate(model, x, rng=rng)
     h, w = data.image_shape
     epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
     print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
-    print(f"  data {data.name} {args.split}: {data.x.shape[0]} images of {h}x{w}; seed {args.seed}")
+    binarized = ", binarized (one draw)" if binarize else ""
+    print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}")
     print(f"{'':<34}{'nats per example':>18}")
     if isinstance(model, VAE):
         rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),
@@ -545,7 +559,7 @@ def _eval_command(args: argparse.Namespace) -> int:
                 ("  KL(q(z|x) || N(0, I))", terms["kl"])]
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
-        log_likelihood = float(model.log_likelihood(data.x, k=args.iw_samples, rng=rng).mean())
+        log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng).mean())
         rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
     else:
         rows = [("reconstruction error (NLL)", terms["recon"])]

@@ -91,6 +91,25 @@ def test_eval_prints_finite_negative_elbo_terms_and_iwae_estimate(trained_run, c
     assert numbers["KL"] >= 0
 
 
+def _negative_elbo(stdout: str) -> float:
+    return float(re.search(r"negative ELBO.*?\s(-?\d+\.\d+)$", stdout, re.MULTILINE).group(1))
+
+
+def test_eval_binarizes_the_data_as_the_run_was_trained_unless_told_otherwise(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--epochs", "1", "--binarize") == 0
+    capsys.readouterr()
+    model = str(out / "model.npz")
+    results = {}
+    for name, options in (("config", []), ("on", ["--binarize"]), ("off", ["--no-binarize"])):
+        assert main(["eval", model, "--iw-samples", "2", *options]) == 0
+        stdout = capsys.readouterr().out
+        assert ("binarized (one draw)" in stdout) == (name != "off"), stdout
+        results[name] = _negative_elbo(stdout)
+    assert results["config"] == results["on"]  # the run's setting, the same seed: the same draw
+    assert results["off"] != results["on"]  # grey levels are other data
+
+
 def test_eval_refuses_data_of_another_input_dim(tmp_path, capsys):
     path = npvae.save(npvae.VAE(10, (4,), 2), tmp_path / "model.npz")
     assert main(["eval", str(path), "--data", "digits"]) == 1
