@@ -14,7 +14,8 @@ median of each is reported.
 
 The limit: an epoch's matrix products (forward; backward to the weights; backward to the inputs
 of every layer but the first, whose input is data) counted in FLOPs, divided by the throughput
-SciPy's sgemm reaches on exactly these products (median over the rounds). npvae's fraction of
+SciPy's sgemm reaches on exactly these products, in the memory orders npvae uses (median over
+the rounds). npvae's fraction of
 the limit is limit time / npvae time. Timings are only comparable within one run on an
 otherwise idle machine: the load average is printed at the start and the end.
 """
@@ -75,6 +76,9 @@ PAUSE_SECONDS = 1.0  # between epochs: lets one library's spinning worker thread
 # (in, out) of each matrix product; the encoder's head is fc21 and fc22 side by side
 LAYERS = ((INPUT_DIM, HIDDEN_DIM), (HIDDEN_DIM, 2 * LATENT_DIM), (LATENT_DIM, HIDDEN_DIM),
           (HIDDEN_DIM, INPUT_DIM))
+# memory order (input, output) of each layer in npvae's VAE: data and z row-major, the hidden
+# activations column-major (Dense(order="F")), the head's and the decoder's outputs row-major
+ORDERS = (("C", "F"), ("F", "C"), ("C", "F"), ("F", "C"))
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -104,22 +108,23 @@ def epoch_gemm_flops(n: int) -> int:
 
 
 def sgemm_seconds_per_batch(repeats: int = 200) -> float:
-    """Median time of one batch's matrix products with SciPy's sgemm, shapes and layouts as npvae
-    uses them (column-major views of C-ordered arrays, results written in place)."""
+    """Median time of one batch's matrix products with SciPy's sgemm, with the shapes and memory
+    orders of npvae's training step, through the helper its Dense layers call (``_matmul``):
+    nothing else is timed, so this is the step's matrix products at BLAS speed."""
+    from npvae.nn import _matmul
+
     rng = np.random.default_rng(0)
     products = []
-    for index, (fan_in, fan_out) in enumerate(LAYERS):
-        x = rng.standard_normal((BATCH_SIZE, fan_in), dtype=np.float32)
+    for index, ((fan_in, fan_out), (input_order, output_order)) in enumerate(zip(LAYERS, ORDERS)):
+        x = rng.standard_normal((BATCH_SIZE, fan_in), dtype=np.float32).copy(order=input_order)
         weight = rng.standard_normal((fan_in, fan_out), dtype=np.float32)
-        grad_y = rng.standard_normal((BATCH_SIZE, fan_out), dtype=np.float32)
-        y, grad_weight, grad_x = np.zeros_like(grad_y), np.zeros_like(weight), np.zeros_like(x)
-        products.append(lambda w=weight, x=x, y=y: blas.sgemm(  # y^T = W^T x^T
-            1.0, w.T, x.T, c=y.T, overwrite_c=True))
-        products.append(lambda g=grad_y, x=x, gw=grad_weight: blas.sgemm(  # dW^T = G^T x
-            1.0, g.T, x.T, beta=1.0, c=gw.T, trans_b=True, overwrite_c=True))
+        grad_y = rng.standard_normal((BATCH_SIZE, fan_out), dtype=np.float32).copy(order=output_order)
+        y = np.zeros_like(grad_y)  # zeros_like keeps the memory order
+        grad_weight, grad_x = np.zeros_like(weight), np.zeros_like(x)
+        products.append(lambda x=x, w=weight, y=y: _matmul(x, w, out=y, beta=1.0))  # y = x W + b
+        products.append(lambda x=x, g=grad_y, gw=grad_weight: _matmul(x.T, g, out=gw, beta=0.0))  # dW = x^T G
         if index > 0:
-            products.append(lambda w=weight, g=grad_y, gx=grad_x: blas.sgemm(  # dx^T = W G^T
-                1.0, w.T, g.T, c=gx.T, trans_a=True, overwrite_c=True))
+            products.append(lambda g=grad_y, w=weight, gx=grad_x: _matmul(g, w.T, out=gx, beta=0.0))  # dx = G W^T
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

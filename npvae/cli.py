@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="importance samples per example of the IWAE estimate (VAE only; default: "
                                "%(default)s); larger K gives a tighter bound and takes K times the decoder work")
     evaluate.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
-                          help="seed of the noise of the ELBO and IWAE estimates (default: %(default)s)")
+                          help="seed of the noise of the ELBO and IWAE estimates, and of the binarization "
+                               "(default: %(default)s)")
     evaluate.add_argument("--data-dir", default=None, metavar="PATH",
                           help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache)")
     evaluate.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
@@ -524,7 +525,7 @@ def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str
     config_path = checkpoint_path.parent / CONFIG_FILE
     try:
         config = _read_config(config_path)
-    except UserError:
+    except (UserError, OSError, UnicodeDecodeError):  # missing, unreadable or not a training config
         if args.data is None:
             raise UserError(f"give --data: there is no readable {config_path} beside the checkpoint "
                             "to say which data it was trained on") from None

@@ -53,14 +53,15 @@ def _largest_magnitude(array: np.ndarray) -> str:
 
 
 def _all_finite(array: np.ndarray) -> bool:
-    """Whether every entry of ``array`` is finite, in one BLAS pass and no temporary.
+    """Whether every entry of ``array`` is finite, in one BLAS pass (no temporary unless the array
+    is a strided view, which is copied first).
 
     sum |a| (BLAS asum) is NaN or inf when any entry is, so a finite sum settles it; a sum that
     is not finite may also be an overflow of large finite entries, which the elementwise
     ``np.isfinite`` then tells apart. (Several times faster than ``np.isfinite(a).all()``,
     which writes and reads a boolean array as large as ``a``.)
     """
-    flat = array.reshape(-1)
+    flat = array.ravel(order="K")  # a view of any contiguous array, C- or F-ordered
     if flat.size == 0:
         return True
     if flat.dtype == np.float64:
@@ -120,7 +121,8 @@ def _matmul(a: np.ndarray, b: np.ndarray, *, out: np.ndarray, beta: float) -> No
 
     BLAS works on column-major (Fortran-ordered) matrices. A row-major ``out`` is computed as
     out^T = b^T a^T, whose result is column-major; then each operand goes to BLAS as itself or
-    as its transpose with the transpose flag, never copied. Every matrix product in npvae goes
+    as its transpose with the transpose flag: no copy of a C- or F-contiguous array (a strided
+    view is copied, and a strided ``out`` is written back). Every matrix product in npvae goes
     through SciPy's BLAS, not NumPy's: the two libraries bundle separate OpenBLAS builds whose
     thread pools, used alternately, spin against each other on a small machine.
     """
@@ -406,10 +408,10 @@ class Dense(Module):
         Dtype of the parameters; the input must have the same dtype.
     order : {"C", "F"}
         Memory order of the output y: row-major ("C", NumPy's default) or column-major ("F").
-        Values are the same either way. BLAS writes column-major results directly, and a
-        column-major input speeds up the next layer's products too: the models' MLPs use "F"
-        for every layer followed by an activation (their hidden layers), "C" for the rest.
-        The input gradient dL/dx takes the memory order of x.
+        Values agree either way up to rounding; only the speed of the matrix products differs.
+        On the models' shapes the products of a step are faster with column-major hidden
+        activations, so the models' MLPs use "F" for every layer followed by an activation and
+        "C" for the others. The input gradient dL/dx takes the memory order of x.
 
     Shapes: x (batch, in_features) -> y (batch, out_features); W (in_features, out_features),
     which is PyTorch's ``Linear.weight`` transposed; b (out_features,).
@@ -497,4 +499,5 @@ class Dense(Module):
         return grad_x
 
     def __repr__(self) -> str:
-        return f"Dense({self.in_features}, {self.out_features}, dtype={self.dtype})"
+        order = ", order='F'" if self.order == "F" else ""
+        return f"Dense({self.in_features}, {self.out_features}, dtype={self.dtype}{order})"

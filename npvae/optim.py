@@ -129,7 +129,8 @@ class Optimizer:
         at each call, so rebinding ``p.value`` or ``p.grad`` is still seen).
 
         The blocks come last element first: the first layer's parameters, which the next
-        forward pass reads first, are then the last updated and still in cache when it starts.
+        forward pass reads first, are then the last updated, and the last of them are still in
+        cache when it starts (in one interleaved measurement, 2.5% off an epoch of the benchmark's VAE).
         """
         arrays = [array for parameter in self.params for array in (parameter.value, parameter.grad)]
         arrays.extend(flat_states)

@@ -34,9 +34,12 @@ class Reparameterization:
         self._sigma: np.ndarray | None = None
 
     def _buffer(self, name: str, like: np.ndarray) -> np.ndarray:
+        """A row-major work array of ``like``'s shape and dtype, reused across calls. Row-major
+        whatever ``like``'s order: ``rng.standard_normal(out=...)`` fills in memory order, so the
+        noise each entry gets does not depend on how mu happens to be stored."""
         buffer = self._buffers.get(name)
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
-            buffer = np.empty_like(like)
+            buffer = np.empty(like.shape, dtype=like.dtype)
             self._buffers[name] = buffer
         return buffer
 

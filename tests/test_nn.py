@@ -362,20 +362,24 @@ def _laid_out(array: np.ndarray, layout: str) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout_a", ["C", "F", "S"])
 @pytest.mark.parametrize("layout_b", ["C", "F", "S"])
-@pytest.mark.parametrize("layout_out", ["C", "F"])
+@pytest.mark.parametrize("layout_out", ["C", "F", "S"])
 @pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("shape", [(5, 3, 4), (1, 3, 4), (5, 3, 1), (1, 1, 1), (5, 1, 4)])
 def test_matmul_computes_a_b_plus_beta_out_in_place_for_any_memory_order(
-    dtype: type, layout_a: str, layout_b: str, layout_out: str, beta: float
+    dtype: type, layout_a: str, layout_b: str, layout_out: str, beta: float, shape: tuple[int, int, int]
 ) -> None:
+    rows, inner, columns = shape
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((5, 3)).astype(dtype), rng.standard_normal((3, 4)).astype(dtype)
-    start = rng.standard_normal((5, 4)).astype(dtype)
+    a = rng.standard_normal((rows, inner)).astype(dtype)
+    b = rng.standard_normal((inner, columns)).astype(dtype)
+    start = rng.standard_normal((rows, columns)).astype(dtype)
     out = _laid_out(start, layout_out)
+    if beta == 0.0:
+        out[...] = np.nan  # as in BLAS, beta = 0 must not read out
     _matmul(_laid_out(a, layout_a), _laid_out(b, layout_b), out=out, beta=beta)
     expected = a.astype(np.float64) @ b.astype(np.float64) + beta * start
     tolerance = 1e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
-    assert out.flags.c_contiguous == (layout_out == "C")  # written in place, layout kept
 
 
 @pytest.mark.parametrize("inner", [0, 3])
@@ -423,9 +427,10 @@ def test_activations_and_input_gradients_keep_the_inputs_memory_order(make) -> N
         network = Sequential(Dense(3, 4, rng=np.random.default_rng(5), order=order), make())
         y = network.forward(x.copy(order=order))
         grad_x = network.backward(grad_y.copy(order=order))
-        for array in (y, grad_x):
+        grad_activation = network[1].backward(grad_y.copy(order=order))  # the activation's own output
+        for array in (y, grad_x, grad_activation):
             assert array.flags.f_contiguous if order == "F" else array.flags.c_contiguous
-        results[order] = y.copy(), grad_x.copy()
+        results[order] = y.copy(), grad_x.copy(), grad_activation.copy()
     for row_major, column_major in zip(results["C"], results["F"]):
         np.testing.assert_allclose(column_major, row_major, rtol=1e-13, atol=1e-15)
 
@@ -435,10 +440,11 @@ def test_activations_and_input_gradients_keep_the_inputs_memory_order(make) -> N
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_all_finite_finds_a_nan_or_inf_at_every_position(dtype: type, bad: float) -> None:
     rng = np.random.default_rng(5)
-    for size in (*range(1, 70), 127, 128, 129, 1000, 65_537):  # around every SIMD width and tail
+    # around every SIMD width and tail; 250,001 is above the size where OpenBLAS splits asum over threads
+    for size in (*range(1, 70), 127, 128, 129, 1000, 65_537, 250_001):
         array = rng.standard_normal(size).astype(dtype)
         assert _all_finite(array)
-        positions = range(size) if size < 200 else (0, 1, size // 2, size - 2, size - 1)
+        positions = range(size) if size < 200 else (0, 1, size // 2, size - size // 5, size - 2, size - 1)
         for position in positions:
             array[position] = bad
             assert not _all_finite(array), (size, position)

@@ -364,15 +364,18 @@ def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflu
         optimizer = Adam([parameter], lr=1e-2)
         optimizer.exp_avg[:20] = tiny * rng.uniform(0.01, 0.9, 20)  # subnormal, where grad stays 0
         optimizer.exp_avg_sq[:20] = tiny * rng.uniform(0.01, 0.9, 20)
-        for step in range(1, 51):
+        states = {}
+        for step in range(1, 121):  # flushes after steps 50 and 100; later steps use the zeroed state
             parameter.grad[:20] = 0.0
             parameter.grad[20:] = np.cos(step + np.arange(20))
             optimizer.step()
-            if name == "flushed" and step == 49:  # not yet: the flush comes at step 50
-                assert np.all(optimizer.exp_avg[:20] != 0)
-        runs[name] = parameter.value.copy(), optimizer.exp_avg.copy(), optimizer.exp_avg_sq.copy()
-    flushed, unflushed = runs["flushed"], runs["unflushed"]
-    np.testing.assert_array_equal(flushed[0], unflushed[0])  # parameters: bit-identical
-    for state, reference in zip(flushed[1:], unflushed[1:]):
+            if step in (49, 50):
+                states[step] = optimizer.exp_avg.copy(), optimizer.exp_avg_sq.copy()
+        runs[name] = parameter.value.copy(), states
+    (flushed, flushed_states), (unflushed, unflushed_states) = runs["flushed"], runs["unflushed"]
+    np.testing.assert_array_equal(flushed, unflushed)  # parameters: bit-identical after 120 steps
+    for state in flushed_states[49]:  # not yet: the flush comes at the end of step 50
+        assert np.all(state[:20] != 0)
+    for state, reference in zip(flushed_states[50], unflushed_states[50]):
         assert np.all(state[:20] == 0) and np.all(reference[:20] != 0)
         np.testing.assert_array_equal(state[20:], reference[20:])

@@ -110,3 +110,13 @@ def test_reparameterization_rejects_a_non_generator_rng() -> None:
 @given(mu=float_arrays())
 def test_reparameterization_with_zero_noise_returns_mu(mu: np.ndarray) -> None:
     np.testing.assert_array_equal(Reparameterization().forward(mu, np.zeros_like(mu), eps=np.zeros_like(mu)), mu)
+
+
+def test_the_noise_each_entry_gets_does_not_depend_on_the_memory_order_of_mu() -> None:
+    rng = np.random.default_rng(8)
+    mu, logvar = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    z_row_major = Reparameterization().forward(mu, logvar, rng=np.random.default_rng(9))
+    z_column_major = Reparameterization().forward(
+        np.asfortranarray(mu), np.asfortranarray(logvar), rng=np.random.default_rng(9)
+    )
+    np.testing.assert_array_equal(z_column_major, z_row_major)

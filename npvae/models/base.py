@@ -40,8 +40,9 @@ def mlp(
     for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         activated = final_activation or index < len(sizes) - 2
         init = "he" if activated and relu_family else "glorot"
-        # a hidden layer's output only feeds the next layer's products: column-major is faster
-        # there (see Dense); the network's outputs keep NumPy's row-major order
+        # an activated layer's output feeds, through its activation, the next layer's products:
+        # column-major is faster there (see Dense); the other layers (a decoder's output, an
+        # AE's code) keep NumPy's row-major order, the order of the data they meet in the loss
         order = "F" if activated else "C"
         layers.append(Dense(fan_in, fan_out, rng=rng, init=init, negative_slope=slope, dtype=dtype, order=order))
         if activated:
