@@ -339,6 +339,12 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
         print(f"| {name} | {value:.2f} | {ratio} | {limit_seconds / value:.0%} |")
     print(f"| GEMM limit ({flops / 1e9:.0f} GFLOP at {throughput / 1e9:.0f} GFLOP/s, median) | "
           f"{limit_seconds:.2f} | - | 100% |")
+    if torch_name:
+        print("\nPer round, time / PyTorch's time in the same round:  ")
+        for name in median:
+            if name != torch_name:
+                ratios = ", ".join(f"{mine / theirs:.2f}" for mine, theirs in zip(seconds[name], seconds[torch_name]))
+                print(f"{name}: {ratios}  ")
     if iwae_seconds is not None:
         print(f"\n`log_likelihood(x_test[:1000], k=1000)`, float32: {iwae_seconds:.2f} s  ")
     if memory_mb is not None:
