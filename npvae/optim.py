@@ -169,6 +169,9 @@ class Optimizer:
     def _hyperparameters(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def _check_combination(self, hyperparameters: dict[str, float]) -> None:
+        """Raise ValueError if loaded ``hyperparameters`` break a rule between them (none here)."""
+
     def _check_hyperparameter(self, key: str, value: Any, name: str | None = None) -> float:
         """``value`` checked against ``_BOUNDS[key]``, as a float; errors name ``name`` (default ``key``)."""
         low, high, low_open = self._BOUNDS[key]
@@ -218,6 +221,7 @@ class Optimizer:
             if value.shape != () or value.dtype.kind not in "iuf":
                 raise TypeError(f"state[{name!r}]: expected a real number, got {state[name]!r}")
             hyperparameters[name] = self._check_hyperparameter(name, value.item(), f"state[{name!r}]")
+        self._check_combination(hyperparameters)
         converted = {}
         for name, array in arrays.items():
             given = np.asarray(state[name])
@@ -262,14 +266,22 @@ class SGD(Optimizer):
         self.weight_decay = self._check_hyperparameter("weight_decay", weight_decay)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
-        if nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
-            raise ValueError("nesterov: requires momentum > 0 and dampening = 0")
         self.nesterov = bool(nesterov)
+        self._check_combination(self._hyperparameters())
         self.momentum_buffer = self._state_buffer()
 
     def _hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "weight_decay": self.weight_decay}
+
+    def _check_combination(self, hyperparameters: dict[str, float]) -> None:
+        """Nesterov momentum needs momentum > 0 and no dampening, in the constructor and in a
+        loaded state alike (the state does not carry ``nesterov``: it stays the constructor's)."""
+        if self.nesterov and (hyperparameters["momentum"] == 0.0 or hyperparameters["dampening"] != 0.0):
+            raise ValueError(
+                f"nesterov: requires momentum > 0 and dampening = 0, got momentum "
+                f"{hyperparameters['momentum']!r} and dampening {hyperparameters['dampening']!r}"
+            )
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {"momentum_buffer": self.momentum_buffer}

@@ -345,6 +345,18 @@ def test_load_state_dict_rejects_missing_unexpected_and_misshapen_state(optimize
         optimizer.load_state_dict({**state, array_name: np.zeros(3)})
 
 
+@pytest.mark.parametrize("change", [{"momentum": 0.0}, {"dampening": 0.5}])
+def test_nesterov_sgd_refuses_a_state_without_momentum_or_with_dampening_and_changes_nothing(change: dict) -> None:
+    optimizer = SGD(make_parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    before = optimizer.state_dict()
+    state = {**before, **{name: np.array(value) for name, value in change.items()}}
+    with pytest.raises(ValueError, match=r"^nesterov: requires momentum > 0 and dampening = 0"):
+        optimizer.load_state_dict(state)
+    assert (optimizer.momentum, optimizer.dampening) == (0.9, 0.0)
+    for name, value in optimizer.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
 # -- the subnormal flush ----------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflushed(
