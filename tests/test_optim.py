@@ -185,9 +185,12 @@ def test_flat_buffer_and_per_parameter_paths_give_identical_results(make: Callab
             model.forward(x)
             model.backward(np.ones((8, 2), dtype=dtype), input_grad=False)
             optimizer.step()
+    # Two code paths (one BLAS call over the flat buffer vs one per parameter): OpenBLAS may round a
+    # sliced vector differently from a whole one (its Haswell/Zen axpy does), so the paths agree to
+    # within 4 ulps after 5 steps, not bit for bit. Measured: at most 1 ulp.
     for p, q in zip(flat_params, separate_params):
         assert p.value.dtype == q.value.dtype == dtype
-        np.testing.assert_array_equal(p.value, q.value)
+        np.testing.assert_array_max_ulp(p.value, q.value, maxulp=4)
 
 
 def test_optimizer_on_part_of_a_flattened_model_updates_only_that_part() -> None:
