@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.special
 
-from .interop import _names_for, as_array, off_path_layers
+from .interop import _names_for, as_array, layer_names, off_path_layers
 from .losses import LOG_2PI
 from .models import VAE
 from .nn import Dense, Module
@@ -63,10 +63,6 @@ CONVENTIONS = {
 _Z_RULES = {None: "std", "var-as-std": "h", "logvar-as-logstd": "exp_h", "no-noise": "mu"}
 _KL_FORMS = {None: "ok", "kl-sigma-as-variance": "sigma", "kl-logvar-as-logstd": "2h"}
 _KL_SLOTS = ("kl_form", "kl_mean", "kl_sign", "kl_missing")
-
-
-def _fail(argument: str, message: str, error: type[Exception] = ValueError) -> Exception:
-    return error(f"{argument}: {message}")
 
 
 def _check_vae(model: Any) -> VAE:
@@ -192,13 +188,20 @@ def _forward_layers(layers: tuple[Module, ...], x: np.ndarray, skip: tuple[int, 
 
 def _skip_options(model: VAE) -> list[tuple[str, str, tuple[int, ...], str]]:
     """Each square hidden layer of the encoder or decoder, left out alone or with its activation:
-    (part, name, skipped indices, description)."""
+    (part, the user's name for it, skipped indices, description)."""
+    user_names = iter(layer_names(model))
+    names = {}
+    for part in ("encoder", "mu", "logvar", "decoder"):
+        layers = getattr(model, part).layers if part in ("encoder", "decoder") else (None,)
+        for index, layer in enumerate(layers):
+            if layer is None or isinstance(layer, Dense):
+                names[part, index] = next(user_names)
     options = []
     for part in ("encoder", "decoder"):
         layers = getattr(model, part).layers
         for index, layer in enumerate(layers):
             if isinstance(layer, Dense) and layer.in_features == layer.out_features:
-                name = f"{part}.{index}"
+                name = names[part, index]
                 options.append((part, name, (index,), f"skipped-layer ({name})"))
                 if index + 1 < len(layers) and not isinstance(layers[index + 1], Dense):
                     options.append((part, name, (index, index + 1), f"skipped-layer ({name} and its activation)"))
@@ -586,7 +589,9 @@ SAMPLER_MU = np.array([-2.0, -0.7, 0.3, 1.1, 2.5, -1.3])
 # Thresholds, in standard errors of each statistic under the hypothesis tested: a correct
 # sampler fails one with probability < 1e-14 per statistic (normal tails), checked on 100 seeds.
 _SIGMAS = 8.0
-_NOISES = {"normal": (0.0, 1.0, 3.0), "uniform": (0.5, 1.0 / 12.0, 1.8)}  # mean, variance, kurtosis
+# mean, variance, kurtosis, and n Var(sample kurtosis) = mu8 - 4 mu4 mu6 + 4 mu4^3 - mu4^2 (standardized
+# moments; normal: 105 - 180 + 108 - 9 = 24; uniform: mu4 = 9/5, mu6 = 27/7, mu8 = 9)
+_NOISES = {"normal": (0.0, 1.0, 3.0, 24.0), "uniform": (0.5, 1.0 / 12.0, 1.8, 9 - 4 * 1.8 * 27 / 7 + 4 * 1.8**3 - 1.8**2)}
 _SPREADS = {None: lambda h: np.exp(0.5 * h), "var-as-std": lambda h: h, "logvar-as-logstd": np.exp}
 
 
@@ -639,7 +644,7 @@ class SamplerReport:
 def _fit(deviation: np.ndarray, spread: np.ndarray, noise: str, total: int) -> float:
     """The largest deviation, in standard errors, of eps = deviation / spread from ``noise``:
     per entry its mean and variance, pooled its kurtosis (and for U(0, 1) its range)."""
-    mean0, var0, kurt0 = _NOISES[noise]
+    mean0, var0, kurt0, kurt_var = _NOISES[noise]
     with np.errstate(divide="ignore", invalid="ignore"):
         e = deviation / spread
     if not np.isfinite(e).all():
@@ -652,8 +657,7 @@ def _fit(deviation: np.ndarray, spread: np.ndarray, noise: str, total: int) -> f
                 np.abs(var - var0).max() / math.sqrt((mu4 - var0**2) / n))
     pooled = ((e - mean) / np.sqrt(var)).ravel()
     kurtosis = float((pooled**4).mean())
-    worst = max(worst, abs(kurtosis - kurt0) / math.sqrt(24.0 / total) if noise == "normal"
-                else abs(kurtosis - kurt0) / math.sqrt(0.5 / total))
+    worst = max(worst, abs(kurtosis - kurt0) / math.sqrt(kurt_var / total))
     if noise == "uniform" and (e.min() < -1e-9 or e.max() > 1 + 1e-9):
         return math.inf
     return float(worst)
@@ -767,10 +771,11 @@ class VAEReport:
 
 def check_vae(model: VAE, *, x: Any = None, eps: Any = None, loss: Callable[..., Any] | None = None,
               grads: Mapping[Any, Any] | Callable[..., Mapping[Any, Any]] | None = None,
-              sample: Callable[..., Any] | None = None, names: Any = None, rtol: float = 1e-5,
-              grad_rtol: float = 1e-4) -> VAEReport:
+              sample: Callable[..., Any] | None = None, names: Any = None, layout: str = "torch",
+              rtol: float = 1e-5, grad_rtol: float = 1e-4) -> VAEReport:
     """Run every check given: ``loss`` (check_loss), ``grads`` (check_gradients: a mapping, or a
-    callable ``grads(x, eps)`` returning one), ``sample`` (check_sampler); one ``VAEReport``.
+    callable ``grads(x, eps)`` returning one; ``names`` and ``layout`` as there), ``sample``
+    (check_sampler); one ``VAEReport``. ``rtol`` is the loss check's, ``grad_rtol`` the gradients'.
 
     A VAE needs a loss: without ``loss`` the report lists it as missing and is not ok. When
     the loss check or the sampler check names a sampler bug (var-as-std, logvar-as-logstd,
@@ -794,14 +799,15 @@ def check_vae(model: VAE, *, x: Any = None, eps: Any = None, loss: Callable[...,
             return result
 
         eps64 = as_array(eps, "eps").astype(np.float64)
-        gradient_report = check_gradients(model, user_grads(eps64), x, eps, names=names, rtol=grad_rtol)
+        gradient_report = check_gradients(model, user_grads(eps64), x, eps, names=names, layout=layout,
+                                          rtol=grad_rtol)
         sampler_bugs = {"var-as-std", "logvar-as-logstd", "no-noise"}
         loss_bugs = set(loss_report.bugs if loss_report else ())
         named = loss_bugs | set(sampler_report.bugs if sampler_report else ())
         # at eps = 0 only the sampler's rule drops out: other bugs of the loss still change the gradients
         if callable(grads) and named & sampler_bugs and loss_bugs <= sampler_bugs and gradient_report.differing:
             zero = np.zeros_like(eps64)
-            at_zero = check_gradients(model, user_grads(zero), x, zero, names=names, rtol=grad_rtol)
+            at_zero = check_gradients(model, user_grads(zero), x, zero, names=names, layout=layout, rtol=grad_rtol)
             gradient_report = GradientReport(at_zero.entries, at_zero.conventions, at_zero.rtol,
                                              eps_note=" at eps = 0, where every sampler rule gives z = mu")
     missing = () if loss is not None else ("loss",)
