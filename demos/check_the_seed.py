@@ -143,9 +143,10 @@ class NumPySketch:
         return x_hat, mean, var
 
 
-def numpy_sketch() -> tuple[Any, Callable, Callable]:
-    """As ``torch_sketch``, on the NumPy transliteration; gradients by central differences."""
-    sketch = NumPySketch(input_dim=INPUT_DIM)
+def numpy_sketch(**sizes: int) -> tuple[Any, Callable, Callable]:
+    """As ``torch_sketch``, on the NumPy transliteration (``sizes`` as its constructor's);
+    gradients by central differences."""
+    sketch = NumPySketch(**{"input_dim": INPUT_DIM, **sizes})
 
     def loss(x: np.ndarray, eps: np.ndarray) -> float:
         noise, sketch.rng = sketch.rng, mock.Mock(random=lambda shape: eps)  # npvae's eps for its noise
@@ -172,16 +173,20 @@ def main() -> None:
     print(f"The seed's sketch in {'PyTorch' if use_torch else 'NumPy (torch is not installed)'}, "
           f"input_dim={INPUT_DIM} (8x8 digits), typos fixed.")
 
+    x = npvae.datasets.load("digits", "test").x[:16].astype(np.float64)
+    print(check_sketch(state, sample, grads, x))
+
+
+def check_sketch(state: Any, sample: Callable, grads: Callable, x: np.ndarray) -> npvae.check.VAEReport:
+    """npvae's copy of the sketch from its weights, then its sampler and gradients checked on x."""
     model = vae_from_state_dict(state)
     print(f"npvae read its layers {', '.join(layer_names(model))} into VAE({model.config()})")
     for name in off_path_layers(model):
         print(f"  {name}: its output ({state[name + '.weight'].shape[0]} wide) fits no input on the path "
               f"(the decoder reads z, {model.latent_dim} wide); left out")
-    x = npvae.datasets.load("digits", "test").x[:16].astype(np.float64)
     eps = np.random.default_rng(0).standard_normal((x.shape[0], model.latent_dim))
     print(f"checked on {x.shape[0]} test digits and one eps ~ N(0, I)\n")
-    report = check_vae(model, x=x, eps=eps, grads=grads, sample=sample)
-    print(report)
+    return check_vae(model, x=x, eps=eps, grads=grads, sample=sample)
 
 
 if __name__ == "__main__":

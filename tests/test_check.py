@@ -9,6 +9,9 @@ demos/check_false_alarms.py; here 20 seeds.
 from __future__ import annotations
 
 import itertools
+import runpy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,3 +298,26 @@ def test_float32_model_is_checked_in_float64():
     report = check_loss(model32, user.loss, x, eps)
     assert report.ok and report.npvae["loss"] == pytest.approx(check_loss(model64, user.loss, x, eps).npvae["loss"],
                                                                 rel=1e-6)
+
+
+# -- the seed demo ----------------------------------------------------------------------------------------
+DEMO = Path(__file__).resolve().parent.parent / "demos" / "check_the_seed.py"
+SEED_FINDINGS = ("uniform-noise", "var-as-std", "skipped-layer")
+
+
+def test_seed_demo_names_the_sketchs_bugs_in_pytorch(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(sys, "argv", [str(DEMO)])
+    runpy.run_path(str(DEMO), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "npvae check: NOT OK" in out and f"bugs: {', '.join(SEED_FINDINGS)}" in out
+    assert "missing: loss" in out and "generation_layer.0" in out
+
+
+def test_seed_demo_numpy_transliteration_names_the_same_bugs():
+    demo = runpy.run_path(str(DEMO))  # not __main__: its functions only
+    state, sample, grads = demo["numpy_sketch"](input_dim=16, hidden_dim=8, latent_dim=6)
+    x = np.random.default_rng(0).uniform(size=(4, 16))
+    report = demo["check_sketch"](state, sample, grads, x)
+    assert report.bugs == SEED_FINDINGS and report.missing == ("loss",), str(report)
+    assert report.gradients.skipped_layers == ("generation_layer.0.weight", "generation_layer.0.bias")
