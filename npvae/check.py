@@ -159,7 +159,8 @@ class LossReport:
         return {k: abs(v - self.npvae[k]) / max(abs(self.npvae[k]), 1e-300) for k, v in self.user.items()}
 
     def __str__(self) -> str:
-        lines = [f"loss check (rtol {self.rtol:g}):"]
+        lines = [f"loss check (rtol {self.rtol:g}; npvae: recon {self.npvae['recon']:.10g} + kl "
+                 f"{self.npvae['kl']:.10g}):"]
         for key, value in self.user.items():
             lines.append(f"  {key:<6} yours {value:.10g}   npvae {self.npvae[key]:.10g}   "
                          f"rel. diff {self.rel_diff[key]:.2e}")
