@@ -631,7 +631,8 @@ class SamplerReport:
         if self.no_noise:
             lines.append("  z == mu on every draw: no noise")
         elif self.unexplained:
-            lines.append("  UNEXPLAINED: (z - mu) fits neither N(0, 1) nor U(0, 1) noise times exp(h/2), h or exp(h)")
+            lines.append("  UNEXPLAINED: (z - mu) fits no single one of N(0, 1) or U(0, 1) noise times exp(h/2), h "
+                         "or exp(h) (with your own mu and logvar, two rules may coincide: try the defaults)")
             lines += [f"    closest fit, {k}: worst |deviation| {v:.1f} standard errors" for k, v in self.worst.items()]
         else:
             rule = {None: "exp(logvar / 2)", "var-as-std": "h", "logvar-as-logstd": "exp(h)"}[self.spread]
@@ -706,11 +707,16 @@ def check_sampler(user_sample: Callable[[np.ndarray, np.ndarray], Any], mu: Any 
     for spread_bug, spread in _SPREADS.items():
         for noise in _NOISES:
             fits[(noise, spread_bug)] = _fit(deviation, spread(flat_logvar), noise, total)
-    best = min(fits, key=fits.get)
-    if fits[best] > _SIGMAS:
-        worst = {f"{noise} x {spread or 'exp(h/2)'}": v for (noise, spread), v in sorted(fits.items(), key=lambda i: i[1])[:2]}
-        return SamplerReport(deviation.shape[0], None, None, False, worst)
-    return SamplerReport(deviation.shape[0], best[0], best[1], False, {"fit": fits[best]})
+    fitting = [hypothesis for hypothesis, fit in fits.items() if fit <= _SIGMAS]
+    closest = {f"{noise} x {spread or 'exp(h/2)'}": v for (noise, spread), v in sorted(fits.items(), key=lambda i: i[1])[:2]}
+    # as for the loss, the hypothesis with the fewest bugs wins (a correct sampler is never blamed
+    # for what a bug would also give); a tie (your mu and logvar where two rules coincide) names none
+    count = {h: (h[0] == "uniform") + (h[1] is not None) for h in fitting}
+    fewest = [h for h in fitting if count[h] == min(count.values())] if fitting else []
+    if len(fewest) != 1:
+        return SamplerReport(deviation.shape[0], None, None, False, closest)
+    (noise, spread), = fewest
+    return SamplerReport(deviation.shape[0], noise, spread, False, {"fit": fits[noise, spread]})
 
 
 # -- all of it -----------------------------------------------------------------------------------

@@ -321,3 +321,13 @@ def test_seed_demo_numpy_transliteration_names_the_same_bugs():
     report = demo["check_sketch"](state, sample, grads, x)
     assert report.bugs == SEED_FINDINGS and report.missing == ("loss",), str(report)
     assert report.gradients.skipped_layers == ("generation_layer.0.weight", "generation_layer.0.bias")
+
+
+def test_sampler_at_logvar_zero_blames_no_rule_that_coincides_with_the_correct_one():
+    # at logvar = 0, exp(h / 2) = exp(h) = 1: a correct sampler must still be ok
+    rng = np.random.default_rng(3)
+    correct = check_sampler(lambda mu, lv: mu + np.exp(0.5 * lv) * rng.standard_normal(mu.shape),
+                            np.zeros((1, 4)), np.zeros((1, 4)))
+    assert correct.ok
+    uniform = check_sampler(lambda mu, lv: mu + np.exp(lv) * rng.random(mu.shape), np.zeros((1, 4)), np.zeros((1, 4)))
+    assert uniform.bugs == ("uniform-noise",)  # the fewest ids that fit: exp(h) is not needed to explain it
