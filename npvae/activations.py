@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import Module, _check_negative_slope, _order_of
+from . import _checks
+from . import _kernels as kernels
+from .nn import Module
 
 __all__ = ["Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "make_activation", "ACTIVATIONS"]
-
-
-def _check_float_array(x: object, name: str = "x") -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
-        given = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-        raise TypeError(f"{name}: expected a float32 or float64 ndarray, got {given}")
-    return x
 
 
 class _Elementwise(Module):
@@ -53,7 +48,7 @@ class Identity(_Elementwise):
     """y = x.   Backward: dL/dx = dL/dy."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._y = _check_float_array(x)
+        self._y = _checks.float_array("x", x)
         return self._y
 
     def backward(
@@ -66,8 +61,8 @@ class ReLU(_Elementwise):
     """y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]  (0 at the kink x = 0)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
+        _checks.float_array("x", x)
+        self._y = self._buffer("y", x.shape, x.dtype, kernels.order_of(x))
         return np.maximum(x, 0, out=self._y)
 
     def backward(
@@ -76,9 +71,9 @@ class ReLU(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
-        active = self._buffer("active", grad_out.shape, np.dtype(bool), _order_of(self._y))  # reused: no temporary
+        active = self._buffer("active", grad_out.shape, np.dtype(bool), kernels.order_of(self._y))  # reused: no temporary
         np.greater(self._y, 0, out=active)
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, kernels.order_of(self._y))
         np.multiply(grad_out, active, out=grad_x)
         return grad_x
 
@@ -92,11 +87,11 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope: float = 0.2) -> None:
         super().__init__()
-        self.negative_slope = _check_negative_slope(negative_slope)
+        self.negative_slope = _checks.negative_slope(negative_slope)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        y = self._buffer("y", x.shape, x.dtype, _order_of(x))
+        _checks.float_array("x", x)
+        y = self._buffer("y", x.shape, x.dtype, kernels.order_of(x))
         # for 0 <= a < 1, max(x, a * x) picks x when x > 0 and a * x otherwise
         np.multiply(x, self.negative_slope, out=y)
         np.maximum(x, y, out=y)
@@ -111,11 +106,11 @@ class LeakyReLU(_Elementwise):
             return None
         # slope = a + (1 - a) * [y > 0], built as a float array: masked assignment
         # (np.copyto(..., where=)) is ~20x slower than these four plain passes
-        slope = self._buffer("slope", grad_out.shape, grad_out.dtype, _order_of(self._y))
+        slope = self._buffer("slope", grad_out.shape, grad_out.dtype, kernels.order_of(self._y))
         np.greater(self._y, 0, out=slope)
         slope *= 1.0 - self.negative_slope
         slope += self.negative_slope
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, kernels.order_of(self._y))
         np.multiply(grad_out, slope, out=grad_x)
         return grad_x
 
@@ -124,19 +119,9 @@ class LeakyReLU(_Elementwise):
 
 
 def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = 1 / (1 + exp(-x)), with a relative rounding error wherever the result is normal.
-
-    For very negative x (below about -88 in float32, -709 in float64) exp(-x) overflows to inf
-    and 1 / inf = 0, the correct value rounded (the true one is subnormal or smaller), so that
-    overflow is expected and silenced.
-    (Four plain NumPy passes: several times faster than scipy.special.expit here.)
-    """
-    np.negative(x, out=out)
-    with np.errstate(over="ignore"):
-        np.exp(out, out=out)
-    out += 1
-    np.reciprocal(out, out=out)
-    return out
+    """out = 1 / (1 + exp(-x)), with a relative rounding error wherever the result is normal
+    (``kernels.sigmoid``: for very negative x the result rounds to 0 without a warning)."""
+    return kernels.sigmoid(x, out=out)
 
 
 class Sigmoid(_Elementwise):
@@ -147,8 +132,8 @@ class Sigmoid(_Elementwise):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
+        _checks.float_array("x", x)
+        self._y = self._buffer("y", x.shape, x.dtype, kernels.order_of(x))
         return sigmoid_into(x, self._y)
 
     def backward(
@@ -157,7 +142,7 @@ class Sigmoid(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, kernels.order_of(self._y))
         np.subtract(1, self._y, out=grad_x)
         grad_x *= self._y
         grad_x *= grad_out
@@ -168,8 +153,8 @@ class Tanh(_Elementwise):
     """y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
+        _checks.float_array("x", x)
+        self._y = self._buffer("y", x.shape, x.dtype, kernels.order_of(x))
         return np.tanh(x, out=self._y)
 
     def backward(
@@ -178,7 +163,7 @@ class Tanh(_Elementwise):
         self._check_grad_out(grad_out)
         if not input_grad:
             return None
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
+        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, kernels.order_of(self._y))
         np.multiply(self._y, self._y, out=grad_x)
         np.subtract(1, grad_x, out=grad_x)
         grad_x *= grad_out

@@ -38,7 +38,8 @@ from .models import AE, VAE
 from .models.base import Autoencoder
 from .optim import Adam
 from ._files import write_atomically
-from .train import History, TrainingError
+from .history import History
+from .train import TrainingError
 
 __all__ = ["main"]
 

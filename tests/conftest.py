@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -189,3 +190,13 @@ def array_arguments(draw: st.DrawFn, arrays: st.SearchStrategy[np.ndarray]) -> o
     if form == "junk":
         return draw(junk)
     return array
+
+
+@pytest.fixture(params=["fast", "reference"])
+def kernel_set(request: pytest.FixtureRequest):
+    """Run the test once on each kernel set of ``npvae.kernels`` (the fast default and the plain
+    NumPy reference); the set in use is restored afterwards. Yields the set's name."""
+    from npvae import kernels
+
+    with kernels.using(request.param):
+        yield request.param

@@ -368,12 +368,12 @@ def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflu
     """Entries whose gradient is 0 and whose state sits in the subnormal range are set to 0 every
     50 steps; the normal entries and every parameter come out bit-identical to an optimizer that
     never flushes (the documented claim: a subnormal moment moves no parameter)."""
-    import npvae.optim as optim
+    from npvae import kernels
 
     tiny = np.finfo(dtype).tiny
     runs = {}
-    for name, interval in (("flushed", optim._FLUSH_INTERVAL), ("unflushed", 10**9)):
-        monkeypatch.setattr(optim, "_FLUSH_INTERVAL", interval)
+    for name, interval in (("flushed", kernels.FLUSH_INTERVAL), ("unflushed", 10**9)):
+        monkeypatch.setattr(kernels, "FLUSH_INTERVAL", interval)
         rng = np.random.default_rng(6)
         parameter = Parameter(rng.standard_normal(40).astype(dtype))
         optimizer = Adam([parameter], lr=1e-2)
