@@ -394,3 +394,13 @@ def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflu
     for state, reference in zip(flushed_states[50], unflushed_states[50]):
         assert np.all(state[:20] == 0) and np.all(reference[:20] != 0)
         np.testing.assert_array_equal(state[20:], reference[20:])
+
+
+# -- duplicate parameters (issue 11 §5) ---------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda params: Adam(params, lr=0.1), lambda params: SGD(params, lr=0.1)])
+def test_optimizers_refuse_the_same_parameter_twice(make: Callable) -> None:
+    """Adam([p, p]) used to step p twice per step; as torch does, a repeated parameter is refused."""
+    first, second = Parameter(np.ones(3)), Parameter(np.ones(2))
+    with pytest.raises(ValueError, match=r"^params\[2\]: the same Parameter as params\[0\]"):
+        make([first, second, first])
+    make([first, second])  # distinct parameters are fine

@@ -506,3 +506,21 @@ def test_history_csv_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
         History(loss=[2.0], recon=[2.0], kl=[0.0], seconds=[0.1], kl_weight=[0.0]).to_csv(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["h.csv"]
+
+
+def test_fit_raises_on_an_optimizer_state_that_overflowed_instead_of_returning() -> None:
+    """Gradients of ~1e20 are finite in float32, their squares are not: Adam's exp_avg_sq turns inf
+    and the weights it scales never move again, while the loss stays finite. fit used to return
+    normally (loss ~1e20, 11 entries of exp_avg_sq at inf); it must say the run diverged, naming
+    the optimizer state, and not record the epoch."""
+    model = AE(6, (5,), 2, output="gaussian", dtype=np.float32, seed=0)
+    x = np.random.default_rng(0).uniform(0, 1, (20, 6)).astype(np.float32) * 1e10
+    optimizer = Adam(model.parameters(), lr=1e-3)
+    history = History()
+    with pytest.raises(TrainingError, match=r"optimizer state after epoch 1: Adam's exp_avg_sq") as error:
+        fit(model, x, epochs=1, optimizer=optimizer, history=history)
+    assert error.value.epoch == 1 and error.value.batch == 0 and len(history) == 0
+    assert optimizer.nonfinite_state() == ["exp_avg_sq"]
+    # the same data a thousand times smaller train normally: the check is not a false alarm
+    model = AE(6, (5,), 2, output="gaussian", dtype=np.float32, seed=0)
+    fit(model, x / 1e3, epochs=1, optimizer=Adam(model.parameters(), lr=1e-3))
