@@ -83,11 +83,13 @@ MODELS = {
 }
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_gradients_match_finite_differences(name: str) -> None:
     check_model_gradients(MODELS[name]())
 
 
+@pytest.mark.usefixtures("kernel_set")
 def test_vae_gradients_with_a_kl_weight_match_finite_differences() -> None:
     check_model_gradients(VAE(INPUT_DIM, (6,), 3, seed=10), kl_weight=0.3)
 

@@ -41,6 +41,7 @@ class Pair(Module):
 
 
 # -- gradients -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("kernel_set")
 @given(shape=shapes(), out_features=dims, init=st.sampled_from(["he", "glorot"]), seed=seeds, data=st.data())
 def test_dense_gradients_match_finite_differences(
     shape: tuple[int, int], out_features: int, init: str, seed: int, data: st.DataObject
@@ -52,6 +53,7 @@ def test_dense_gradients_match_finite_differences(
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(x=arrays_away_from_zero(shapes(max_dim=3)), seed=seeds)
 def test_sequential_gradients_match_finite_differences(x: np.ndarray, seed: int) -> None:
     rng = np.random.default_rng(seed)
