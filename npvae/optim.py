@@ -83,6 +83,7 @@ class Optimizer:
         self.steps = 0
         self._cached_arrays: list[np.ndarray] = []
         self._cached_blocks: list[tuple[np.ndarray, ...]] = []
+        self._largest_block = 0
 
     def _state_buffer(self) -> np.ndarray:
         return np.zeros(self.num_elements, dtype=self.dtype)
@@ -120,6 +121,7 @@ class Optimizer:
         if len(cached) != len(key) or any(new is not old for new, old in zip(key, cached)):
             self._cached_blocks = kernels.update_blocks(self._groups(*flat_states))
             self._cached_arrays = list(key)
+            self._largest_block = max(block[0].size for block in self._cached_blocks)
         return self._cached_blocks
 
     def nonfinite_state(self) -> list[str]:
@@ -346,9 +348,8 @@ class Adam(Optimizer):
         step_size = self.lr * bias_correction2_sqrt / bias_correction1
         eps = self.eps * bias_correction2_sqrt
         blocks = self._blocks(self.exp_avg, self.exp_avg_sq)
-        largest = max(block[0].size for block in blocks)
-        if self._work.size < largest:
-            self._work = np.empty(largest, dtype=self.dtype)
+        if self._work.size < self._largest_block:
+            self._work = np.empty(self._largest_block, dtype=self.dtype)
         for value, grad, exp_avg, exp_avg_sq in blocks:
             work = self._work[: value.size].reshape(value.shape)
             if self.weight_decay:
