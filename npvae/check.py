@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from . import _checks
 from .interop import _names_for, as_array, layer_names, off_path_layers
 from .losses import LOG_2PI
 from .models import VAE
@@ -685,9 +686,7 @@ def check_sampler(user_sample: Callable[[np.ndarray, np.ndarray], Any], mu: Any 
     for name, array in (("mu", mu), ("logvar", logvar)):
         if not np.isfinite(array).all():
             raise ValueError(f"{name}: expected finite values, found NaN or inf")
-    for name, value in (("repeats", repeats), ("calls", calls)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    repeats, calls = _checks.positive_int("repeats", repeats), _checks.positive_int("calls", calls)
     tiled_mu, tiled_logvar = np.tile(mu, (repeats, 1)), np.tile(logvar, (repeats, 1))
     draws = []
     for _ in range(calls):

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .activations import ACTIVATIONS
 from .models import VAE
-from .nn import Dense, as_float_dtype
+from .nn import Dense
 
 __all__ = ["vae_from_linear_layers", "vae_from_state_dict", "to_state_dict", "to_torch_module",
            "layer_names", "off_path_layers", "PYTORCH_EXAMPLES_NAMES", "SEED_NAMES"]
@@ -107,7 +108,7 @@ def vae_from_linear_layers(
         raise ValueError(f"layout: expected 'torch' or 'npvae', got {layout!r}")
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-    dtype = as_float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     for name, layers in (("encoder", encoder), ("decoder", decoder)):
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
             raise TypeError(f"{name}: expected a sequence of (weight, bias) pairs, got {type(layers).__name__}")
