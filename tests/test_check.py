@@ -331,3 +331,22 @@ def test_sampler_at_logvar_zero_blames_no_rule_that_coincides_with_the_correct_o
     assert correct.ok
     uniform = check_sampler(lambda mu, lv: mu + np.exp(lv) * rng.random(mu.shape), np.zeros((1, 4)), np.zeros((1, 4)))
     assert uniform.bugs == ("uniform-noise",)  # the fewest ids that fit: exp(h) is not needed to explain it
+
+
+def test_float64_loss_tells_apart_sampler_rules_that_both_land_within_rtol():
+    # relu, hidden (8, 5), seed 73: the decoder barely feels z, and no-noise predicts the loss of
+    # var-as-std to 9e-6 relative; the float64 user's number matches var-as-std to 1e-15
+    user = NumPyVAE(("var-as-std",), seed=73, hidden=(8, 5), activation="relu")
+    x, eps = data(seed=73)
+    report = check_loss(user.npvae_model(), user.loss, x, eps)
+    assert report.bugs == ("var-as-std",), str(report)
+    rounded = check_loss(user.npvae_model(), lambda x_, e_: user.loss(x_, e_) * (1 + 3e-6), x, eps)
+    assert set(rounded.bugs) == {"var-as-std", "no-noise"}  # float32-sized rounding: both stay
+
+
+def test_check_vae_keeps_the_loss_explanation_the_sampler_check_agrees_with():
+    user = NumPyVAE(("var-as-std",), seed=73, hidden=(8, 5), activation="relu")
+    x, eps = data(seed=73)
+    report = check_vae(user.npvae_model(), x=x, eps=eps, loss=lambda x_, e_: user.loss(x_, e_) * (1 + 3e-6),
+                       sample=user.sample)
+    assert report.bugs == ("var-as-std",) and "sampler check's rule is kept" in str(report), str(report)
