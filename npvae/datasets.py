@@ -96,6 +96,9 @@ _DIGITS_N_TRAIN = 1500
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8))
 
+DATA_DIR_HINT = "pass data_dir= pointing to a directory that holds them"
+"""The end of every missing-file message; the command line replaces it with its --data-dir."""
+
 
 class Dataset(NamedTuple):
     """One split of an image data set.
@@ -397,7 +400,7 @@ def _manual_install_hint(directory: Path) -> str:
     """The sentence every missing-file error ends with: where to put the files by hand."""
     return (
         f"To install them by hand, put the files (gzipped or uncompressed) into {directory} "
-        "or pass data_dir= pointing to a directory that holds them."
+        f"or {DATA_DIR_HINT}."
     )
 
 

@@ -192,7 +192,12 @@ def test_resume_refuses_a_changed_setting(trained_run, capsys):
 def test_resume_of_a_directory_without_a_run_fails_with_its_path(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
     stderr = capsys.readouterr().err
-    assert str(tmp_path / "nothing" / "config.json") in stderr
+    assert f"--resume {tmp_path / 'nothing'}: no such directory" in stderr
+    assert_no_traceback(stderr)
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 1
+    stderr = capsys.readouterr().err
+    assert str(tmp_path / "empty" / "config.json") in stderr
     assert_no_traceback(stderr)
 
 
