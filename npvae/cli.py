@@ -509,9 +509,9 @@ def _check_config_matches(settings: dict[str, Any], model: Autoencoder, config_p
                         "the directory mixes two runs; start a new run or restore the run's config.json")
 
 
-def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path:
-    """Check --out (new or empty, or any with --force) or create a new runs/ directory; return it.
-    An --out is created (if new) only later, by _create_out, once the data and model are known."""
+def _check_out(out: str | None, force: bool) -> None:
+    """--out must be new or empty, or any directory with --force (it is created later, once the
+    data and the model are known to fit)."""
     if out is not None:
         path = Path(out)
         if path.exists() and not path.is_dir():
@@ -519,7 +519,13 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
         if path.is_dir() and any(path.iterdir()) and not force:
             raise UserError(f"--out {path} exists and is not empty: choose a new directory, "
                             f"or add --force to write into it, or continue it with --resume {path}")
-        return path
+
+
+def _create_out(out: str | None, settings: dict[str, Any]) -> Path:
+    """The checked --out, created if new, or a new runs/<model>-<data>-<time> directory."""
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
     stem = f"{settings['model']}-{settings['data']}-{datetime.now():%Y%m%d-%H%M%S}"
     Path("runs").mkdir(exist_ok=True)
     for attempt in range(1, 1000):
@@ -670,8 +676,8 @@ def _train_command(args: argparse.Namespace) -> int:
     if args.resume is None:
         settings = _new_settings(args)
         _check_data_dir(settings["data_dir"])
-        run_dir = _prepare_out(args.out, args.force, settings)
-        return _train(args, run_dir, settings, resume=False)
+        _check_out(args.out, args.force)
+        return _train(args, None, settings, resume=False)
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir}: no such directory")
@@ -682,10 +688,12 @@ def _train_command(args: argparse.Namespace) -> int:
         return _train(args, run_dir, settings, resume=True)
 
 
-def _train(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], resume: bool) -> int:
-    model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
+def _train(args: argparse.Namespace, run_dir: Path | None, settings: dict[str, Any], resume: bool) -> int:
+    """Train a new run (``run_dir`` None: --out or a new runs/ directory, created once the data
+    and the model fit) or resume the one in ``run_dir``, whose lock the caller holds."""
     saved = None
-    if resume and model_path.exists():
+    if resume and (run_dir / MODEL_FILE).exists():
+        model_path, config_path = run_dir / MODEL_FILE, run_dir / CONFIG_FILE
         saved = _load_checkpoint(str(model_path))
         if saved.optimizer is None or saved.history is None or saved.rng is None:
             raise UserError(f"{model_path} lacks the optimizer, history or generator state needed to resume")
@@ -712,7 +720,7 @@ def _train(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], re
         _check_fits(model, train_data)
     if resume:
         return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, train_data, test_data)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _create_out(args.out, settings)
     with RunLock(run_dir):
         if args.force:
             _clear_previous_run(run_dir)
