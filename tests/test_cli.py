@@ -342,7 +342,7 @@ import struct
 import time
 
 from npvae import VAE
-from npvae.cli import LOCK_FILE
+LOCK_FILE = ".npvae.lock"  # the run lock, documented in npvae.cli
 
 
 def copy_run(trained_run: Path, tmp_path: Path) -> Path:
