@@ -672,3 +672,21 @@ def test_sample_writes_beside_the_checkpoint_and_never_overwrites_without_force(
     assert "exists: add --force" in capsys.readouterr().err and written.read_bytes() == before
     assert main(["sample", str(run / "model.npz"), "--n", "4", "--out", str(written), "--seed", "1", "--force"]) == 0
     assert written.read_bytes() != before
+
+
+@pytest.mark.parametrize("demo", ["ae_vs_vae", "beta_sweep", "latent_map", "seed_vae"])
+def test_every_small_demo_takes_data_dir_and_reports_missing_files_in_one_line(demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir, status, message in ((tmp_path / "missing", 2, "no such directory"),
+                                      (empty, 1, "could not download")):
+        monkeypatch.setattr(sys, "argv", [f"{demo}.py", "--data", "mnist", "--data-dir", str(data_dir)])
+        with pytest.raises(SystemExit) as exited:  # before: "unrecognized arguments: --data-dir"
+            runpy.run_path(str(DEMOS / f"{demo}.py"), run_name="__main__")
+        assert exited.value.code == status
+        stderr = capsys.readouterr().err
+        assert message in stderr and str(data_dir) in stderr
+        assert_no_traceback(stderr)
+    assert not (tmp_path / "missing").exists()
