@@ -690,3 +690,29 @@ def test_every_small_demo_takes_data_dir_and_reports_missing_files_in_one_line(d
         assert message in stderr and str(data_dir) in stderr
         assert_no_traceback(stderr)
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(("interrupt", "status", "said"), [
+    (KeyboardInterrupt, 130, "interrupted while starting"),
+    (None, 143, "terminated (SIGTERM) while starting"),
+])
+def test_the_npvae_command_reports_an_interrupt_during_its_imports_in_one_line(interrupt, status, said,
+                                                                               monkeypatch, capsys):
+    import builtins
+
+    entry = runpy.run_path(str(PACKAGE_PARENT / "_npvae_entry.py"))
+    real_import = builtins.__import__
+
+    def slow_import(name, *args, **kwargs):
+        if name == "npvae.cli":  # the signal arrives while NumPy and SciPy are being imported
+            if interrupt is None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            raise interrupt()
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", slow_import)
+    assert entry["main"]() == status  # before: the console script imported npvae.cli unguarded
+    stderr = capsys.readouterr().err
+    assert stderr.strip() == f"npvae: {said}"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
