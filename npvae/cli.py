@@ -25,8 +25,9 @@ Exit status: 0 success, 1 an error in the input (a missing or corrupt file, data
 fit the model, a refused output directory) or a diverged run, 2 invalid command-line arguments,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; the last checkpoint is kept as for Ctrl-C).
 Requests that cannot fit in memory (or, for ``eval --iw-samples``, cannot finish in a day) are
-refused before anything is allocated, with the estimate. Errors are printed on stderr as ``npvae: error: ...``, without a traceback.
-This module is the only part of npvae that prints.
+refused before anything is allocated, with the estimate. Errors are printed on stderr as
+``npvae: error: ...``, without a traceback. This module is the only part of npvae that prints,
+apart from ``fit``'s optional progress line (stderr).
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ import numpy as np
 from . import __version__, checkpoint, datasets, train
 from ._memory import available_memory, format_bytes
 from .activations import ACTIVATIONS
-from .models import AE, VAE
+from .models import AE, VAE, memory_bytes
 from .models.base import Autoencoder
 from .optim import Adam
 from ._files import write_atomically
-from .train import History, TrainingError
+from .history import History
+from .train import TrainingError
 
 __all__ = ["main"]
 
@@ -74,10 +76,10 @@ RUN_FILES = (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, *FIGURE_FILES)
 # write_atomically's temp names for the run's own files: .model.npz.<32 hex digits>.tmp
 _TEMP_NAME = re.compile(r"\.(?P<name>[^/]+)\.[0-9a-f]{32}\.tmp")
 MAX_CONFIG_BYTES = 1 << 16  # a config.json npvae writes is about 400 bytes
-# eval refuses an IWAE estimate whose decoder work would take longer than a day at this rate: an
-# optimistic throughput for NumPy on one machine, so that nothing that could finish is refused.
-ASSUMED_FLOPS_PER_SECOND = 1e11
+# eval refuses an IWAE estimate whose n * k decoder rows would take longer than a day at the rate
+# a short timed probe of the decoder measures on this machine
 MAX_EVAL_SECONDS = 24 * 3600
+PROBE_ROWS = 4096
 
 # Settings of ``npvae train`` that do not depend on the data set.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -378,12 +380,6 @@ def _refuse_beyond_memory(needed: float, what: str, advice: str) -> None:
                         f"of memory available: {advice}")
 
 
-def _widths(model_or_settings: Autoencoder | dict[str, Any], input_dim: int | None = None) -> list[int]:
-    if isinstance(model_or_settings, dict):
-        return [input_dim, *model_or_settings["hidden"], model_or_settings["latent_dim"]]
-    return [model_or_settings.input_dim, *model_or_settings.hidden_dims, model_or_settings.latent_dim]
-
-
 # -- the run directory: lock, stale files -------------------------------------------------------------
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
@@ -549,10 +545,8 @@ def _clear_previous_run(run_dir: Path) -> None:
 def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
     parameters = checkpoint._parameter_count("VAE" if settings["model"] == "vae" else "AE", input_dim,
                                              settings["hidden"], settings["latent_dim"])
-    itemsize = np.dtype(settings["dtype"]).itemsize
-    # parameters, gradients, Adam's two moments and the update's temporaries; forward and backward
-    # activations of one batch
-    needed = itemsize * (7 * parameters + 6 * settings["batch_size"] * sum(_widths(settings, input_dim)))
+    needed = memory_bytes(input_dim, settings["hidden"], settings["latent_dim"], rows=settings["batch_size"],
+                          dtype=settings["dtype"])
     _refuse_beyond_memory(
         needed, f"training a model of {parameters:,} parameters ({settings['dtype']}, --hidden "
                 f"{' '.join(map(str, settings['hidden']))}, --latent-dim {settings['latent_dim']})",
@@ -648,18 +642,6 @@ def _report_interrupt(model_path: Path, csv_path: Path, run_dir: Path, epochs: i
     return signal_exit
 
 
-def _check_finite_state(model: Autoencoder, optimizer: Adam, epoch: int, loss: float) -> None:
-    """A non-finite parameter or optimizer state (Adam's second moment overflowing float32) is a
-    diverged run, reported as such rather than as a checkpoint that cannot be saved."""
-    for owner, state in (("parameter", model.state_dict()), ("optimizer state", optimizer.state_dict())):
-        for name, value in state.items():
-            array = np.asarray(value)
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                count = int(array.size - np.isfinite(array).sum())
-                raise TrainingError(f"after epoch {epoch}, {count:,} entries of the {owner} {name} are NaN or inf "
-                                    "(try a smaller --lr)", epoch=epoch, batch=0, loss=loss)
-
-
 def _finish_run(run_dir: Path, model: Autoencoder, history: History, settings: dict[str, Any]) -> list[Path]:
     """history.csv and every figure of a finished run whose figures are missing (stopped while
     drawing them); returns what was written, nothing when nothing was missing."""
@@ -749,7 +731,6 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
     printer.header()
 
     def save_epoch(epoch: int, history: History) -> None:
-        _check_finite_state(model, optimizer, epoch, history.loss[-1])
         checkpoint.save(model, model_path, optimizer=optimizer, history=history, rng=rng)
         history.to_csv(csv_path)
         printer.epoch(epoch, history)
@@ -831,18 +812,21 @@ def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str
 
 
 def _check_iwae_cost(model: VAE, n: int, k: int) -> None:
-    """Refuse an IWAE estimate that cannot fit in memory or finish in a day, with the figures."""
-    decoder_flops = 2 * sum(a * b for a, b in zip(_widths(model)[::-1][:-1], _widths(model)[::-1][1:]))
-    work = float(n) * k * (decoder_flops + 6 * model.latent_dim + 4 * model.input_dim)
-    seconds = work / ASSUMED_FLOPS_PER_SECOND
+    """Refuse an IWAE estimate that cannot finish in a day, with the estimate: n * k decoder rows
+    at the rate of a timed decode of PROBE_ROWS codes (the memory is bounded whatever k:
+    log_likelihood decodes 1024 rows at a time)."""
+    rows = n * k
+    if rows <= PROBE_ROWS:
+        return
+    z = np.zeros((PROBE_ROWS, model.latent_dim), dtype=model.dtype)
+    started = time.perf_counter()
+    model.decode(z)
+    rate = PROBE_ROWS / max(time.perf_counter() - started, 1e-9)
+    seconds = rows / rate
     if seconds > MAX_EVAL_SECONDS:
-        raise UserError(f"--iw-samples {k} on {n:,} images is about {work:.2g} floating-point operations of "
-                        f"decoder work, {seconds / 86400:,.0f} days even at {ASSUMED_FLOPS_PER_SECOND:.0e} per second: "
+        raise UserError(f"--iw-samples {k} on {n:,} images is {rows:.3g} decoder passes, about "
+                        f"{seconds / 86400:,.1f} days at the {rate:,.0f} rows per second measured here: "
                         "choose a smaller --iw-samples")
-    # log_likelihood holds one row of k float64 log-weights per example of a block, and at most
-    # 1024 decoder rows (with their activations) at a time
-    needed = 8.0 * k + 1024 * 4 * model.dtype.itemsize * sum(_widths(model))
-    _refuse_beyond_memory(needed, f"--iw-samples {k}", "choose a smaller --iw-samples")
 
 
 def _eval_command(args: argparse.Namespace) -> int:
@@ -902,8 +886,9 @@ def _sample_command(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: expected a .png file name")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists: add --force to replace it, or give another --out")
-    # decoder activations of the n codes, the images, and the grid figure (RGBA floats per pixel)
-    needed = args.n * (2 * model.dtype.itemsize * sum(_widths(model)) + 40 * model.input_dim)
+    # the model on n rows, and the grid figure (RGBA floats per pixel)
+    needed = (memory_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows=args.n, dtype=model.dtype)
+              + 40 * args.n * model.input_dim)
     _refuse_beyond_memory(needed, f"--n {args.n} samples of {shape[0]}x{shape[1]}", "choose a smaller --n")
     images = model.sample(args.n, np.random.default_rng(args.seed))
     name = type(model).__name__
