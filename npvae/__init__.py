@@ -7,9 +7,10 @@ from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
 from .losses import bce_with_logits, gaussian_kl, gaussian_nll, squared_error
-from .models import AE, VAE, LossTerms
+from .models import AE, VAE, VQVAE, LossTerms
 from .nn import Dense, Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
+from .priors import CategoricalPrior, MADEPrior
 from .reparam import Reparameterization
 from .train import History, TrainingError, evaluate, fit
 
@@ -29,4 +30,5 @@ __all__ = [
     "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
     "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
     "gradcheck_module", "load", "load_checkpoint", "plots", "save", "squared_error", "__version__",
+    "VQVAE", "MADEPrior", "CategoricalPrior",
 ]

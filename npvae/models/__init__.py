@@ -1,6 +1,7 @@
-"""The models: AE and VAE."""
+"""The models: AE, VAE and VQVAE."""
 
 from .ae import AE
 from .vae import VAE, LossTerms
+from .vqvae import VQVAE
 
-__all__ = ["AE", "VAE", "LossTerms"]
+__all__ = ["AE", "VAE", "VQVAE", "LossTerms"]
