@@ -38,6 +38,7 @@ import numpy as np
 
 from ._files import write_atomically
 from .models.base import Autoencoder
+from .models.vqvae import VQVAE, code_usage
 from .nn import Parameter, _all_finite
 from .optim import Adam, Optimizer
 
@@ -48,6 +49,7 @@ Callback = Callable[[int, "History"], Any]
 _EVAL_BATCH_SIZE = 1000
 _TRAIN_FIELDS = ("loss", "recon", "kl", "seconds", "kl_weight")
 _VAL_FIELDS = ("val_loss", "val_recon", "val_kl")
+_CODE_FIELDS = ("perplexity", "codes_used")  # a VQ-VAE's code usage; empty for the other models
 _CSV_COLUMNS = ("epoch", "loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight")
 
 
@@ -101,6 +103,11 @@ class History:
         Wall-clock time of each epoch, validation included.
     kl_weight : list of float
         KL weight of the epoch's last step (0 for an AE).
+    perplexity, codes_used : list of float
+        VQ-VAE only (empty for the other models): the perplexity of the code assignments of the
+        epoch's training steps and the fraction of the codebook they used (``VQVAE.end_epoch``).
+        For a VQ-VAE, ``kl`` holds its VQ terms (codebook + beta * commitment) and ``loss =
+        recon + kl``.
 
     ``len(history)`` is the number of epochs recorded.
     """
@@ -113,8 +120,11 @@ class History:
     val_kl: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     kl_weight: list[float] = field(default_factory=list)
+    perplexity: list[float] = field(default_factory=list)
+    codes_used: list[float] = field(default_factory=list)
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight")
+    FIELDS: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight",
+                                         "perplexity", "codes_used")
 
     def __post_init__(self) -> None:
         for name in self.FIELDS:
@@ -135,6 +145,9 @@ class History:
                     f"{name}: expected {epochs} values (one per epoch) or none, for all of "
                     f"{_VAL_FIELDS} alike; got lengths {[len(getattr(self, v)) for v in _VAL_FIELDS]}"
                 )
+        for name in _CODE_FIELDS:
+            if len(getattr(self, name)) not in (0, epochs):
+                raise ValueError(f"{name}: expected {epochs} values (one per epoch) or none, got {len(getattr(self, name))}")
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -171,15 +184,17 @@ class History:
 
         Columns: ``epoch,loss,recon,kl,val_loss,val_recon,val_kl,seconds,kl_weight``, epoch
         from 1, floats written with ``repr`` (they read back exactly); validation cells are
-        empty when there was no validation set.
+        empty when there was no validation set. A VQ-VAE's history adds the columns
+        ``perplexity,codes_used``.
         """
         path = _check_path(path)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
+        columns = _CSV_COLUMNS + (_CODE_FIELDS if self.perplexity else ())
+        writer.writerow(columns)
         for index in range(len(self)):
             row = [str(index + 1)]
-            for name in _CSV_COLUMNS[1:]:
+            for name in columns[1:]:
                 values = getattr(self, name)
                 row.append(repr(values[index]) if values else "")
             writer.writerow(row)
@@ -276,7 +291,9 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl.
+        ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl. For a
+        VQ-VAE ``kl`` is its VQ terms, ``loss = recon + kl``, and the dict adds ``perplexity``
+        and ``codes_used`` of the code assignments of x (see ``npvae.models.vqvae.code_usage``).
 
     Raises
     ------
@@ -297,6 +314,8 @@ def evaluate(
             f"x: the model's loss on these data is not finite ({metrics}): its computation overflows "
             f"{model.dtype} (largest |x| = {_max_abs(x):.3g}; rescale the data)"
         )
+    if isinstance(model, VQVAE):
+        metrics["perplexity"], metrics["codes_used"] = code_usage(model.code_counts(x, batch_size))
     return metrics
 
 
@@ -414,7 +433,8 @@ def fit(
     rng : numpy.random.Generator or None
         The one source of randomness, used in this order: each epoch a permutation of the
         training rows; each step the binarization draws (if ``binarize``) and then the VAE's
-        noise eps; after the epoch the validation noise. Pass the generator restored from a
+        noise eps; after the epoch a VQ-VAE's dead-code restarts (if enabled), then the
+        validation noise. Pass the generator restored from a
         checkpoint to resume a run exactly. It is advanced in place.
     kl_warmup_epochs : int
         Epochs over which the VAE's KL weight rises linearly, per step, from 0 to beta (0: no
@@ -499,7 +519,8 @@ def fit(
 
     n = x_train.shape[0]
     batches_per_epoch = math.ceil(n / batch_size)
-    beta = float(getattr(model, "beta", 0.0))
+    # the weight of the kl field in the loss; a VQ-VAE's beta weighs its commitment term inside it
+    beta = 1.0 if isinstance(model, VQVAE) else float(getattr(model, "beta", 0.0))
     warmup_steps = kl_warmup_epochs * batches_per_epoch
     gradients = _flat_buffers([parameter.grad for parameter in parameters])
     values = _flat_buffers([parameter.value for parameter in parameters])
@@ -538,6 +559,8 @@ def fit(
                     kl_sum += model.last_kl * rows
                     if display is not None:
                         display.batch(epoch, batch, loss)
+            if isinstance(model, VQVAE):  # the epoch's code usage; dead-code restarts draw from rng
+                perplexity, codes_used = model.end_epoch(rng)
             # one pass per epoch: an update can overflow the parameters even from finite gradients
             # (learning rate times gradient beyond the float range); callbacks never see that model
             if not _finite_arrays(values):
@@ -561,6 +584,9 @@ def fit(
             history.recon.append(recon)
             history.kl.append(kl)
             history.kl_weight.append(kl_weight)
+            if isinstance(model, VQVAE):
+                history.perplexity.append(perplexity)
+                history.codes_used.append(codes_used)
             if x_val is not None:
                 history.val_loss.append(metrics["loss"])
                 history.val_recon.append(metrics["recon"])

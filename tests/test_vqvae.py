@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae import LeakyReLU, VQVAE
+from npvae import LeakyReLU, MADEPrior, VQVAE
 from npvae.models.vqvae import EMA_EPSILON, code_usage
 
 INPUT_DIM = 7
@@ -310,3 +310,78 @@ def test_load_state_dict_rejects_a_non_finite_codebook_and_changes_nothing():
     with pytest.raises(ValueError, match=r"^state\['codebook'\]: expected finite values"):
         model.load_state_dict(state)
     np.testing.assert_array_equal(model.codebook.value, before)
+
+
+# -- the house: fit, evaluate, checkpoints -------------------------------------------------------
+def _digits():
+    return npvae.datasets.load("digits", "train").x[:300], npvae.datasets.load("digits", "test").x[:100]
+
+
+def _digits_model(codebook="ema", **kwargs):
+    return VQVAE(64, (32,), num_latents=4, code_dim=2, num_codes=16, codebook=codebook, dtype=np.float32, **kwargs)
+
+
+@pytest.mark.parametrize("codebook", ["loss", "ema"])
+def test_fit_lowers_the_loss_and_records_code_usage(codebook):
+    x_train, x_test = _digits()
+    model = _digits_model(codebook)
+    before = npvae.evaluate(model, x_test)
+    # in loss mode the VQ terms rise for a few epochs while the codebook catches up with the encoder
+    history = npvae.fit(model, x_train, 6, batch_size=50, x_val=x_test, optimizer=npvae.Adam(model.parameters(), lr=1e-2))
+    after = npvae.evaluate(model, x_test)
+    assert after["loss"] < before["loss"]
+    assert after["loss"] == pytest.approx(after["recon"] + after["kl"])
+    assert history.loss == pytest.approx(np.add(history.recon, history.kl).tolist())
+    assert len(history.perplexity) == len(history.codes_used) == 6
+    assert all(1 <= p <= 16 for p in history.perplexity) and all(0 < f <= 1 for f in history.codes_used)
+    assert after["perplexity"] == pytest.approx(model.perplexity(x_test))
+    assert after["codes_used"] == model.codes_used(x_test)
+
+
+def test_evaluate_of_other_models_has_no_code_usage():
+    assert set(npvae.evaluate(npvae.AE(64, (8,), 2), _digits()[1])) == {"loss", "recon", "kl"}
+
+
+def test_history_csv_of_a_vqvae_has_the_code_usage_columns(tmp_path):
+    history = npvae.History(loss=[1.0], recon=[0.5], kl=[0.5], seconds=[0.1], kl_weight=[1.0],
+                            perplexity=[3.5], codes_used=[0.25])
+    text = history.to_csv(tmp_path / "h.csv").read_text()
+    assert text.splitlines()[0].endswith("kl_weight,perplexity,codes_used")
+    assert text.splitlines()[1].endswith(",3.5,0.25")
+    with pytest.raises(ValueError, match=r"^perplexity: expected 1 values"):
+        npvae.History(loss=[1.0], recon=[0.5], kl=[0.5], seconds=[0.1], kl_weight=[1.0], perplexity=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("codebook", ["loss", "ema"])
+def test_resume_from_a_checkpoint_is_exact(tmp_path, codebook):
+    """Two epochs in one go, against one epoch, save, load, one more: bit-identical parameters,
+    EMA codebook and history (dead-code restarts on, so the generator's state matters too)."""
+    x_train, _ = _digits()
+    path = tmp_path / "model.npz"
+
+    def run(model, epochs, optimizer, rng, history=None, callbacks=()):
+        return npvae.fit(model, x_train, epochs, batch_size=64, optimizer=optimizer, rng=rng,
+                         history=history, callbacks=callbacks)
+
+    model = _digits_model(codebook, restart_dead_codes=True)
+    optimizer, rng = npvae.Adam(model.parameters(), lr=3e-3), np.random.default_rng(7)
+    run(model, 1, optimizer, rng, callbacks=[lambda e, h: npvae.save(model, path, optimizer, h, rng)])
+    history = run(model, 1, optimizer, rng, history=npvae.load_checkpoint(path).history)
+
+    saved = npvae.load_checkpoint(path)
+    assert type(saved.model) is VQVAE and saved.model.config() == model.config()
+    resumed = run(saved.model, 1, saved.optimizer, saved.rng, history=saved.history)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(saved.model.state_dict()[key], value, err_msg=key)
+    assert resumed.perplexity == history.perplexity and resumed.loss == history.loss
+
+
+def test_priors_are_saved_and_loaded_like_models(tmp_path):
+    indices = np.random.default_rng(0).integers(0, 5, (40, 3))
+    made = MADEPrior(3, 5, (8,), seed=1)
+    made.fit(indices, 2, rng=np.random.default_rng(0))
+    categorical = npvae.CategoricalPrior(3, 5).fit(indices)
+    for prior in (made, categorical):
+        loaded = npvae.load(npvae.save(prior, tmp_path / f"{type(prior).__name__}.npz"))
+        assert type(loaded) is type(prior)
+        np.testing.assert_array_equal(loaded.log_prob(indices), prior.log_prob(indices))

@@ -161,8 +161,11 @@ class VQVAE(Autoencoder):
         sizes = (self.input_dim, *self.hidden_dims, self.latent_dim)
         self.encoder = mlp(sizes, activation, negative_slope, rng, self.dtype, final_activation=False)
         self.decoder = self._build_decoder(rng)
-        # uniform in (-1/K, 1/K), as in the paper's reference implementation
-        initial = rng.uniform(-1.0 / self.num_codes, 1.0 / self.num_codes, (self.num_codes, code_dim))
+        # U(-a, a) with a = sqrt(3 / code_dim), so E|e_k|^2 = 1 (Sonnet's VectorQuantizer default):
+        # at the encoder's scale. From U(-1/K, 1/K) the encoder outputs ran away from a codebook
+        # that the optimizer moved too slowly to follow (VQ terms of hundreds of nats on digits)
+        limit = math.sqrt(3.0 / code_dim)
+        initial = rng.uniform(-limit, limit, (self.num_codes, code_dim))
         codebook_parameter = Parameter(initial.astype(self.dtype))
         if codebook == "loss":
             self.codebook = codebook_parameter
