@@ -385,3 +385,13 @@ def test_priors_are_saved_and_loaded_like_models(tmp_path):
         loaded = npvae.load(npvae.save(prior, tmp_path / f"{type(prior).__name__}.npz"))
         assert type(loaded) is type(prior)
         np.testing.assert_array_equal(loaded.log_prob(indices), prior.log_prob(indices))
+
+
+def test_code_usage_figure_is_a_png_and_refuses_all_zero_counts(tmp_path):
+    pytest.importorskip("matplotlib")
+    import npvae.plots
+
+    path = npvae.plots.save_code_usage({"loss": [3, 0, 1, 4], "ema": np.array([1, 1, 1, 1])}, tmp_path / "usage.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match=r"^counts\['a'\]: expected non-negative counts, not all 0"):
+        npvae.plots.save_code_usage({"a": [0, 0]}, tmp_path / "bad.png")
