@@ -395,3 +395,54 @@ def test_code_usage_figure_is_a_png_and_refuses_all_zero_counts(tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
     with pytest.raises(ValueError, match=r"^counts\['a'\]: expected non-negative counts, not all 0"):
         npvae.plots.save_code_usage({"a": [0, 0]}, tmp_path / "bad.png")
+
+
+# -- the command line --------------------------------------------------------------------------------
+CLI_FAST = ["train", "--model", "vqvae", "--hidden", "16", "--batch-size", "256", "--lr", "0.01",
+            "--prior-epochs", "1", "--prior-hidden", "8", "--restart-dead-codes"]
+
+
+def test_cli_trains_evaluates_and_samples_a_vqvae(tmp_path, capsys):
+    from npvae.cli import main
+
+    out = tmp_path / "run"
+    assert main([*CLI_FAST, "--epochs", "2", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    for name in ("model.npz", "prior_made.npz", "prior_categorical.npz", "reconstructions.png", "code_usage.png",
+                 "samples.png", "history.png"):
+        assert (out / name).is_file() and str(out / name) in stdout, name
+    assert "perplexity" in stdout.splitlines()[4] and "vq" in stdout.splitlines()[4]
+    assert "perplexity,codes_used" in (out / "history.csv").read_text().splitlines()[0]
+    assert main(["eval", str(out / "model.npz")]) == 0
+    stdout = capsys.readouterr().out
+    assert "-log p(codes), made prior" in stdout and "-log p(codes), categorical prior" in stdout
+    assert "code perplexity" in stdout
+    for prior in ("made", "categorical"):
+        assert main(["sample", str(out / "model.npz"), "--prior", prior, "--n", "4", "--out", str(tmp_path / f"{prior}.png")]) == 0
+        assert (tmp_path / f"{prior}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_resumed_vqvae_run_ends_with_the_same_parameters(tmp_path):
+    from npvae.cli import main
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*CLI_FAST, "--epochs", "2", "--out", str(whole)]) == 0
+    assert main([*CLI_FAST, "--epochs", "1", "--out", str(split)]) == 0
+    assert main(["train", "--resume", str(split), "--epochs", "2"]) == 0
+    expected, resumed = npvae.load(whole / "model.npz").state_dict(), npvae.load(split / "model.npz").state_dict()
+    assert expected.keys() == resumed.keys() and "codebook_ema_sum" in expected
+    for key in expected:
+        np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--model", "vqvae", "--code-dim", "3"], "code_dim: 3 does not divide the encoder output width latent_dim=16"),
+    (["--model", "vae", "--codebook", "loss"], "--codebook applies to --model vqvae only"),
+    (["--model", "vqvae", "--beta", "2"], "--beta applies to --model vae only"),
+    (["--model", "vqvae", "--decay", "1"], "--decay 1.0: expected a value in [0, 1)"),
+])
+def test_cli_rejects_bad_vqvae_options(tmp_path, capsys, options, message):
+    from npvae.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "run"), *options]) == 1
+    assert message in capsys.readouterr().err
