@@ -446,3 +446,13 @@ def test_cli_rejects_bad_vqvae_options(tmp_path, capsys, options, message):
 
     assert main(["train", "--out", str(tmp_path / "run"), *options]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_save_refuses_a_non_finite_ema_codebook_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = _model("ema")
+    path = npvae.save(model, tmp_path / "model.npz")
+    good = path.read_bytes()
+    model.codebook.value[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^model: param/codebook holds NaN or inf"):
+        npvae.save(model, path)
+    assert path.read_bytes() == good
