@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from . import _checks
+from . import _kernels as kernels
 from .activations import make_activation
-from .models.base import _positive_int
-from .nn import Dense, Module, Parameter, Sequential, _matmul, _real_number, as_float_dtype
+from .nn import Dense, Module, Parameter, Sequential, as_float_dtype
 from .optim import Adam
 
 __all__ = ["MaskedDense", "MADEPrior", "CategoricalPrior"]
@@ -48,12 +49,6 @@ def _check_indices(indices: Any, num_latents: int, num_codes: int, name: str = "
     if array.min() < 0 or array.max() >= num_codes:
         raise ValueError(f"{name}: expected values in [0, {num_codes}), got values in [{array.min()}, {array.max()}]")
     return array.astype(np.int64, copy=False)
-
-
-def _check_rng(rng: Any) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
 
 
 def _draw(log_probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -83,26 +78,22 @@ class MaskedDense(Dense):
         self._x = x
         self._masked = np.multiply(self.weight.value, self.mask, out=self._buffer("masked", self.mask.shape, self.dtype))
         y = self._buffer("y", (x.shape[0], self.out_features), self.dtype)
-        np.copyto(y, self.bias.value)
-        _matmul(x, self._masked, out=y, beta=1.0)
-        return y
+        return kernels.affine(x, self._masked, self.bias.value, out=y)
 
     def backward(self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True) -> np.ndarray | None:
         x = self._x
         grad_weight = self._buffer("grad_weight", self.mask.shape, self.dtype)
-        _matmul(x.T, grad_out, out=grad_weight, beta=0.0)
+        kernels.matmul(x.T, grad_out, out=grad_weight, beta=0.0)
         grad_weight *= self.mask
         if accumulate:
             self.weight.grad += grad_weight
-            self.bias.grad += grad_out.sum(axis=0)
         else:
             self.weight.grad[...] = grad_weight
-            self.bias.grad[...] = grad_out.sum(axis=0)
+        kernels.column_sums(grad_out, out=self.bias.grad, beta=1.0 if accumulate else 0.0)
         if not input_grad:
             return None
         grad_x = self._buffer("grad_x", x.shape, self.dtype)
-        _matmul(grad_out, self._masked.T, out=grad_x, beta=0.0)
-        return grad_x
+        return kernels.matmul(grad_out, self._masked.T, out=grad_x, beta=0.0)
 
 
 def made_degrees(num_latents: int, num_codes: int, hidden_dims: Sequence[int]) -> list[np.ndarray]:
@@ -142,11 +133,11 @@ class MADEPrior(Module):
     def __init__(self, num_latents: int, num_codes: int, hidden_dims: Sequence[int] = (256,),
                  activation: str = "relu", seed: int = 0, dtype: Any = np.float64) -> None:
         super().__init__()
-        self.num_latents = _positive_int("num_latents", num_latents)
-        self.num_codes = _positive_int("num_codes", num_codes)
+        self.num_latents = _checks.positive_int("num_latents", num_latents)
+        self.num_codes = _checks.positive_int("num_codes", num_codes)
         if isinstance(hidden_dims, (int, np.integer)):
             hidden_dims = (hidden_dims,)
-        self.hidden_dims = tuple(_positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
+        self.hidden_dims = tuple(_checks.positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
         self.seed = int(seed)
@@ -213,10 +204,10 @@ class MADEPrior(Module):
         """Train by Adam on the index rows (n, L) for ``epochs`` epochs, shuffled by ``rng``;
         return the mean training NLL of each epoch (nats)."""
         indices = _check_indices(indices, self.num_latents, self.num_codes)
-        epochs = _positive_int("epochs", epochs)
-        batch_size = _positive_int("batch_size", batch_size)
-        rng = _check_rng(rng)
-        optimizer = Adam(self.parameters(), lr=_real_number("lr", lr))
+        epochs = _checks.positive_int("epochs", epochs)
+        batch_size = _checks.positive_int("batch_size", batch_size)
+        rng = _checks.generator(rng)
+        optimizer = Adam(self.parameters(), lr=_checks.real_number("lr", lr))
         losses = []
         for _ in range(epochs):
             order = rng.permutation(indices.shape[0])
@@ -230,8 +221,8 @@ class MADEPrior(Module):
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n index rows (n, L) drawn position by position: L passes through the network."""
-        n = _positive_int("n", n)
-        rng = _check_rng(rng)
+        n = _checks.positive_int("n", n)
+        rng = _checks.generator(rng)
         indices = np.zeros((n, self.num_latents), dtype=np.int64)
         for position in range(self.num_latents):
             logits = self.net.forward(self._one_hot(indices)).reshape(n, self.num_latents, self.num_codes)
@@ -248,9 +239,9 @@ class CategoricalPrior(Module):
 
     def __init__(self, num_latents: int, num_codes: int, alpha: float = 1.0, dtype: Any = np.float64) -> None:
         super().__init__()
-        self.num_latents = _positive_int("num_latents", num_latents)
-        self.num_codes = _positive_int("num_codes", num_codes)
-        alpha = _real_number("alpha", alpha)
+        self.num_latents = _checks.positive_int("num_latents", num_latents)
+        self.num_codes = _checks.positive_int("num_codes", num_codes)
+        alpha = _checks.real_number("alpha", alpha)
         if not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"alpha: expected a finite value > 0, got {alpha!r}")
         self.alpha = alpha
@@ -283,7 +274,7 @@ class CategoricalPrior(Module):
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n index rows (n, L), positions drawn independently."""
-        n = _positive_int("n", n)
-        rng = _check_rng(rng)
+        n = _checks.positive_int("n", n)
+        rng = _checks.generator(rng)
         log_probs = self._log_softmax()
         return np.stack([_draw(np.broadcast_to(row, (n, self.num_codes)), rng) for row in log_probs], axis=1)

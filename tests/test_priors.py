@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae.nn import _matmul
+from npvae import kernels
 from npvae.priors import CategoricalPrior, MADEPrior, MaskedDense, made_degrees, made_masks
 
 
@@ -55,7 +55,7 @@ class _UnmaskedGradient(MaskedDense):
     def backward(self, grad_out, *, input_grad=True, accumulate=True):
         result = super().backward(grad_out, input_grad=input_grad, accumulate=accumulate)
         full = np.empty_like(self.weight.grad)
-        _matmul(self._x.T, grad_out, out=full, beta=0.0)
+        kernels.matmul(self._x.T, grad_out, out=full, beta=0.0)
         self.weight.grad[...] = full
         return result
 

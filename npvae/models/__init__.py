@@ -1,7 +1,8 @@
 """The models: AE, VAE and VQVAE."""
 
 from .ae import AE
-from .vae import VAE, LossTerms
+from .base import LossTerms, memory_bytes
+from .vae import VAE
 from .vqvae import VQVAE
 
-__all__ = ["AE", "VAE", "VQVAE", "LossTerms"]
+__all__ = ["AE", "VAE", "VQVAE", "LossTerms", "memory_bytes"]

@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import Parameter, _all_finite, _cast_state, _matmul, _real_number
-from .base import Autoencoder, _positive_int, mlp
-from .vae import LossTerms
+from .. import _checks
+from .. import _kernels as kernels
+from ..nn import Parameter
+from .base import Autoencoder, LossTerms, mlp
 
 __all__ = ["VQVAE", "code_usage"]
 
@@ -129,10 +130,10 @@ class VQVAE(Autoencoder):
         dtype: Any = np.float64,
         latent_dim: int | None = None,
     ) -> None:
-        num_latents = _positive_int("num_latents", num_latents)
-        code_dim = _positive_int("code_dim", code_dim)
+        num_latents = _checks.positive_int("num_latents", num_latents)
+        code_dim = _checks.positive_int("code_dim", code_dim)
         if latent_dim is not None:
-            latent_dim = _positive_int("latent_dim", latent_dim)
+            latent_dim = _checks.positive_int("latent_dim", latent_dim)
             if latent_dim % code_dim:
                 raise ValueError(f"code_dim: {code_dim} does not divide the encoder output width latent_dim={latent_dim}")
             if latent_dim != num_latents * code_dim:
@@ -142,15 +143,15 @@ class VQVAE(Autoencoder):
                          seed, dtype)
         self.num_latents = num_latents
         self.code_dim = code_dim
-        self.num_codes = _positive_int("num_codes", num_codes)
-        beta = _real_number("beta", beta)
+        self.num_codes = _checks.positive_int("num_codes", num_codes)
+        beta = _checks.real_number("beta", beta)
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta: expected a finite value >= 0, got {beta!r}")
         self.beta = beta
         if not isinstance(codebook, str) or codebook not in CODEBOOKS:
             raise ValueError(f"codebook: expected one of {CODEBOOKS}, got {codebook!r}")
         self.codebook_kind = codebook
-        decay = _real_number("decay", decay)
+        decay = _checks.real_number("decay", decay)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay: expected a value in [0, 1), got {decay!r}")
         self.decay = decay
@@ -216,7 +217,7 @@ class VQVAE(Autoencoder):
                 raise TypeError(f"state[{key!r}]: expected a float array, got dtype {array.dtype}")
             if array.shape != shapes[key]:
                 raise ValueError(f"state[{key!r}]: expected shape {shapes[key]}, got {array.shape}")
-            converted[key] = _cast_state(key, array, self.dtype)
+            converted[key] = _checks.state_array(key, array, self.dtype)
         if (converted["codebook_ema_count"] < 0).any():
             raise ValueError("state['codebook_ema_count']: expected counts >= 0, found negative values")
         super().load_state_dict({key: value for key, value in state.items() if key not in _EMA_KEYS})
@@ -233,7 +234,7 @@ class VQVAE(Autoencoder):
         """
         codebook = self.codebook.value
         scores = self._buffer("scores", (z_e_rows.shape[0], self.num_codes), self.dtype)
-        _matmul(z_e_rows, codebook.T, out=scores, beta=0.0)
+        kernels.matmul(z_e_rows, codebook.T, out=scores, beta=0.0)
         scores *= -2.0
         scores += np.einsum("kd,kd->k", codebook, codebook)
         return scores.argmin(axis=1)
@@ -281,7 +282,7 @@ class VQVAE(Autoencoder):
     def code_counts(self, x: Any, batch_size: int = 1000) -> np.ndarray:
         """How many of the latent vectors of x were assigned to each code: (num_codes,) int64."""
         x = self._as_batch(x)
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = _checks.positive_int("batch_size", batch_size)
         counts = np.zeros(self.num_codes, dtype=np.int64)
         for start in range(0, x.shape[0], batch_size):
             _, indices, _ = self._quantize(x[start : start + batch_size])
@@ -300,8 +301,8 @@ class VQVAE(Autoencoder):
         """Draw n index sets from ``prior`` (a fitted ``npvae.MADEPrior`` or
         ``npvae.CategoricalPrior`` over this model's codes) and decode them: (n, input_dim)
         decoder means. A VQ-VAE has no fixed prior to sample from, so ``prior`` is required."""
-        n = _positive_int("n", n)
-        rng = self._rng(rng)
+        n = _checks.positive_int("n", n)
+        rng = _checks.generator(rng)
         if prior is None:
             raise ValueError("prior: expected a fitted prior over the codes (npvae.MADEPrior or "
                              "npvae.CategoricalPrior), got None")
@@ -311,10 +312,11 @@ class VQVAE(Autoencoder):
         return self.decode_indices(prior.sample(n, rng))
 
     # -- the loss and its gradient ----------------------------------------------------------------------
-    def _terms(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
-        """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""
+    def terms_unchecked(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
+        """``terms`` on an array returned by ``validate``; values are not checked (an overflow
+        gives inf or NaN). ``eps`` and ``rng`` are unused."""
         z_e, _, z_q = self._quantize(x)
-        recon = self._reconstruction_nll(self.decoder.forward(z_q), x)
+        recon, _ = self._reconstruction_nll(self.decoder.forward(z_q), x)
         diff = z_e - z_q
         vq = self._vq_weight() * np.einsum("ij,ij->i", diff, diff)
         return LossTerms(recon + vq, recon, vq)
@@ -325,7 +327,7 @@ class VQVAE(Autoencoder):
         Raises ValueError naming ``x`` if the loss overflows the model's dtype."""
         x = self._as_batch(x)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            terms = self._terms(x, None, None)
+            terms = self.terms_unchecked(x, None, None)
         if not np.isfinite(terms.loss).all():
             raise self._loss_overflow_error(x)
         return terms
@@ -347,24 +349,23 @@ class VQVAE(Autoencoder):
         if not isinstance(update_codebook, (bool, np.bool_)):
             raise TypeError(f"update_codebook: expected True or False, got {update_codebook!r}")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            loss = self._loss_and_grads(x, None, None, 0.0, bool(update_codebook))
+            loss = self.loss_and_grads_unchecked(x, None, None, 0.0, bool(update_codebook))
         if not math.isfinite(self.last_recon) or not math.isfinite(self.last_kl):
             raise self._loss_overflow_error(x)
         if not math.isfinite(loss):
             raise ValueError("codebook: the EMA update would make the codebook non-finite; it was left unchanged")
         return loss
 
-    def _loss_and_grads(self, x: np.ndarray, eps: Any, rng: Any, kl_weight: float,
-                        update_codebook: bool = True) -> float:
-        """loss_and_grads on validated input (the training loop's entry).
+    def loss_and_grads_unchecked(self, x: np.ndarray, eps: Any, rng: Any, kl_weight: float,
+                                 update_codebook: bool = True) -> float:
+        """``loss_and_grads`` on an array returned by ``validate`` (the training loop's entry).
 
         Returns NaN, with the EMA codebook left as it was, when the loss or the EMA step is not
         finite. The backward calls overwrite the grads (accumulate=False).
         """
         batch = x.shape[0]
         z_e, indices, z_q = self._quantize(x)
-        recon = self._reconstruction_nll(self.decoder.forward(z_q), x)
-        grad_decoded = self._grad_decoded
+        recon, grad_decoded = self._reconstruction_nll(self.decoder.forward(z_q), x)
         grad_decoded *= 1.0 / batch
         # straight-through: dL/dz_q from the decoder is taken as dL/dz_e, plus the commitment term
         grad_z_e = self.decoder.backward(grad_decoded, accumulate=False)
@@ -398,7 +399,7 @@ class VQVAE(Autoencoder):
         total = ema_count.sum()
         smoothed = (ema_count + EMA_EPSILON) / (total + self.num_codes * EMA_EPSILON) * total
         codebook = ema_sum / smoothed[:, None]
-        if not _all_finite(codebook):
+        if not kernels.all_finite(codebook):
             return False
         self.ema_count[...] = ema_count
         self.ema_sum[...] = ema_sum
@@ -414,7 +415,7 @@ class VQVAE(Autoencoder):
         EMA mode its averages restart too (count 1, sum the new vector). ``npvae.fit`` calls this
         after every epoch.
         """
-        rng = self._rng(rng)
+        rng = _checks.generator(rng)
         self.last_perplexity, self.last_codes_used = code_usage(self.epoch_counts)
         dead = np.flatnonzero(self.epoch_counts == 0)
         if self.restart_dead_codes and dead.size and self._last_z_e is not None:
