@@ -456,3 +456,17 @@ def test_save_refuses_a_non_finite_ema_codebook_and_keeps_the_last_good_checkpoi
     with pytest.raises(ValueError, match=r"^model: param/codebook holds NaN or inf"):
         npvae.save(model, path)
     assert path.read_bytes() == good
+
+
+def test_demo_ae_vae_vqvae_runs_and_prints_the_table(tmp_path, capsys, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parent.parent / "demos" / "ae_vae_vqvae.py"
+    monkeypatch.setattr("sys.argv", [str(demo), "--epochs", "1", "--prior-epochs", "1", "--out", str(tmp_path)])
+    runpy.run_path(str(demo), run_name="__main__")
+    stdout = capsys.readouterr().out
+    for row in ("AE ", "VAE ", "VQ-VAE (loss)", "VQ-VAE (EMA)"):
+        assert row in stdout
+    for name in ("reconstructions.png", "samples.png", "code_usage.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
