@@ -470,3 +470,11 @@ def test_demo_ae_vae_vqvae_runs_and_prints_the_table(tmp_path, capsys, monkeypat
         assert row in stdout
     for name in ("reconstructions.png", "samples.png", "code_usage.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_public_methods_refuse_an_encoder_that_overflows_instead_of_picking_code_0():
+    model, x = _model(dtype=np.float32), _data(np.float32)
+    model.encoder[0].weight.value[...] = 3e38
+    for method in (model.encode, model.reconstruct, model.perplexity):
+        with pytest.raises(ValueError, match=r"^x: the model's encoder output overflows float32"):
+            method(x)

@@ -239,9 +239,15 @@ class VQVAE(Autoencoder):
         scores += np.einsum("kd,kd->k", codebook, codebook)
         return scores.argmin(axis=1)
 
-    def _quantize(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(z_e, indices, z_q) for validated x: z_e and z_q (batch, latent_dim), indices (batch * num_latents,)."""
+    def _quantize(self, x: np.ndarray, checked: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(z_e, indices, z_q) for validated x: z_e and z_q (batch, latent_dim), indices (batch * num_latents,).
+
+        ``checked`` (the public methods): ValueError naming ``x`` if z_e overflows the model's
+        dtype, instead of a NaN distance that would silently pick code 0."""
         z_e = self.encoder.forward(x)
+        if checked:
+            with np.errstate(over="ignore", invalid="ignore"):
+                z_e = self._finite_output(z_e, "encoder output", "x", x)
         indices = self._nearest(z_e.reshape(-1, self.code_dim))
         z_q = self.codebook.value[indices].reshape(z_e.shape)
         return z_e, indices, z_q
@@ -265,19 +271,22 @@ class VQVAE(Autoencoder):
 
     def encode(self, x: Any) -> np.ndarray:
         """The code indices of each row of x (batch, input_dim): (batch, num_latents) int64."""
-        _, indices, _ = self._quantize(self._as_batch(x))
+        _, indices, _ = self._quantize(self._as_batch(x), checked=True)
         return indices.reshape(-1, self.num_latents)
 
     def decode_indices(self, indices: Any) -> np.ndarray:
         """Decode code indices (batch, num_latents) to decoder means (batch, input_dim)."""
         indices = self._as_indices(indices)
         z_q = self.codebook.value[indices.reshape(-1)].reshape(indices.shape[0], self.latent_dim)
-        return self._mean_of(self.decoder.forward(z_q))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._mean_of(self._finite_output(self.decoder.forward(z_q), "decoder output", "indices", z_q))
 
     def reconstruct(self, x: Any) -> np.ndarray:
         """decode_indices(encode(x)): (batch, input_dim) decoder means."""
-        _, _, z_q = self._quantize(self._as_batch(x))
-        return self._mean_of(self.decoder.forward(z_q))
+        x = self._as_batch(x)
+        _, _, z_q = self._quantize(x, checked=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._mean_of(self._finite_output(self.decoder.forward(z_q), "reconstruction", "x", x))
 
     def code_counts(self, x: Any, batch_size: int = 1000) -> np.ndarray:
         """How many of the latent vectors of x were assigned to each code: (num_codes,) int64."""
@@ -285,7 +294,7 @@ class VQVAE(Autoencoder):
         batch_size = _checks.positive_int("batch_size", batch_size)
         counts = np.zeros(self.num_codes, dtype=np.int64)
         for start in range(0, x.shape[0], batch_size):
-            _, indices, _ = self._quantize(x[start : start + batch_size])
+            _, indices, _ = self._quantize(x[start : start + batch_size], checked=True)
             counts += np.bincount(indices, minlength=self.num_codes)
         return counts
 
