@@ -420,6 +420,9 @@ def test_cli_trains_evaluates_and_samples_a_vqvae(tmp_path, capsys):
     for prior in ("made", "categorical"):
         assert main(["sample", str(out / "model.npz"), "--prior", prior, "--n", "4", "--out", str(tmp_path / f"{prior}.png")]) == 0
         assert (tmp_path / f"{prior}.png").read_bytes().startswith(b"\x89PNG")
+    (out / "samples.png").unlink()
+    assert main(["plot", str(out)]) == 0  # redraws the VQ-VAE's figures from the run's files
+    assert (out / "samples.png").is_file() and (out / "code_usage.png").is_file()
 
 
 def test_cli_resumed_vqvae_run_ends_with_the_same_parameters(tmp_path):

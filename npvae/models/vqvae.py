@@ -184,9 +184,7 @@ class VQVAE(Autoencoder):
         self.last_codes_used = float("nan")
 
     def config(self) -> dict[str, Any]:
-        config = super().config()
-        del config["latent_dim"]
-        return {**config, "num_latents": self.num_latents, "code_dim": self.code_dim,
+        return {**super().config(), "num_latents": self.num_latents, "code_dim": self.code_dim,
                 "num_codes": self.num_codes, "beta": self.beta, "codebook": self.codebook_kind,
                 "decay": self.decay, "restart_dead_codes": self.restart_dead_codes}
 
