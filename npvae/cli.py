@@ -52,9 +52,10 @@ import numpy as np
 from . import __version__, checkpoint, datasets, train
 from ._memory import available_memory, format_bytes
 from .activations import ACTIVATIONS
-from .models import AE, VAE, memory_bytes
+from .models import AE, VAE, VQVAE, memory_bytes
 from .models.base import Autoencoder
 from .optim import Adam
+from .priors import CategoricalPrior, MADEPrior
 from ._files import write_atomically
 from .history import History
 from .train import TrainingError
@@ -105,6 +106,20 @@ TRAIN_SETTINGS = (
     "model", "data", "epochs", "latent_dim", "hidden", "beta", "batch_size", "lr", "seed",
     "kl_warmup", "binarize", "activation", "dtype", "data_dir",
 )
+# The VQ-VAE's own settings (in config.json only for --model vqvae), their defaults, and the
+# encoder output width it gets when --latent-dim is not given (COMMON_DEFAULTS' 2 is for a 2-D VAE).
+VQ_DEFAULTS: dict[str, Any] = {
+    "code_dim": 4,
+    "num_codes": 64,
+    "commitment": 0.25,
+    "codebook": "ema",
+    "decay": 0.99,
+    "restart_dead_codes": False,
+    "prior_epochs": 20,
+    "prior_hidden": [256],
+}
+VQ_LATENT_DIM = 16
+PRIOR_FILES = {"made": "prior_made.npz", "categorical": "prior_categorical.npz"}
 # What ``--resume`` may change: the total epoch count and where the data files are.
 RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
@@ -195,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "epoch), history.csv, config.json and the figures into --out.",
     )
     fit.set_defaults(handler=_train_command)
-    fit.add_argument("--model", choices=("vae", "ae"), default=None,
+    fit.add_argument("--model", choices=("vae", "ae", "vqvae"), default=None,
                      help=f"model (default: {COMMON_DEFAULTS['model']})")
     fit.add_argument("--data", choices=datasets.DATASETS, default=None,
                      help=f"data set (default: {COMMON_DEFAULTS['data']}; mnist and fashion-mnist "
@@ -241,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
                           "in total, writing into DIR; other settings come from DIR/config.json")
     fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress line on stderr (default: only when stderr is a terminal)")
+    vq = fit.add_argument_group(
+        "VQ-VAE (--model vqvae)",
+        f"The encoder's --latent-dim outputs (default {VQ_LATENT_DIM} for a VQ-VAE) are read as "
+        "latent_dim / code_dim vectors, each replaced by its nearest codebook vector. After training, "
+        "two priors over the codes are fitted on the training set (prior_made.npz, prior_categorical.npz)")
+    vq.add_argument("--code-dim", type=_positive_int, default=None, metavar="D",
+                    help=f"dimension of each code vector; must divide --latent-dim (default: {VQ_DEFAULTS['code_dim']})")
+    vq.add_argument("--num-codes", type=_positive_int, default=None, metavar="K",
+                    help=f"codebook size (default: {VQ_DEFAULTS['num_codes']})")
+    vq.add_argument("--commitment", type=_non_negative_float, default=None, metavar="B",
+                    help=f"weight beta of the commitment term (default: {VQ_DEFAULTS['commitment']})")
+    vq.add_argument("--codebook", choices=("loss", "ema"), default=None,
+                    help=f"learn the codebook by its loss term or by moving averages (default: {VQ_DEFAULTS['codebook']})")
+    vq.add_argument("--decay", type=_non_negative_float, default=None, metavar="G",
+                    help=f"EMA decay, in [0, 1) (default: {VQ_DEFAULTS['decay']})")
+    vq.add_argument("--restart-dead-codes", action="store_true", default=None,
+                    help="after each epoch, move codes no training vector used onto random encoder outputs")
+    vq.add_argument("--prior-epochs", type=_positive_int, default=None, metavar="N",
+                    help=f"epochs of the MADE prior's training (default: {VQ_DEFAULTS['prior_epochs']})")
+    vq.add_argument("--prior-hidden", type=_positive_int, action="extend", nargs="+", default=None, metavar="H",
+                    help=f"hidden widths of the MADE prior (default: {' '.join(map(str, VQ_DEFAULTS['prior_hidden']))})")
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint on a data split",
@@ -279,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the grid (default: samples-n<N>-seed<S>.png beside the checkpoint)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seed of the codes z (default: %(default)s)")
+    sample.add_argument("--prior", choices=tuple(PRIOR_FILES), default="made",
+                        help="VQ-VAE only: the prior over the codes, read beside the checkpoint "
+                             "(default: %(default)s)")
     sample.add_argument("--force", action="store_true", help="replace the PNG if it exists")
 
     plot = commands.add_parser(
@@ -327,6 +366,8 @@ def _describe(model: Autoencoder) -> str:
     shown = ["input_dim", "hidden_dims", "latent_dim", "activation", "output"]
     if isinstance(model, VAE):
         shown.append("beta")
+    if isinstance(model, VQVAE):
+        shown[2:3] = ["num_latents", "code_dim", "num_codes", "beta", "codebook"]
     arguments = ", ".join(f"{name}={config[name]!r}" for name in shown)
     return f"{type(model).__name__}({arguments})"
 
@@ -460,17 +501,28 @@ def _figure_names(model: Autoencoder) -> list[str]:
 # -- npvae train ------------------------------------------------------------------------------------
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The train settings given on the command line (argparse leaves the others at None)."""
-    return {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in (*TRAIN_SETTINGS, *VQ_DEFAULTS) if getattr(args, name) is not None}
 
 
 def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = _given_settings(args)
     data = given.get("data", COMMON_DEFAULTS["data"])
     settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS[data], **given}
-    if settings["model"] == "ae":
+    if settings["model"] in ("ae", "vqvae"):
         for name, flag in (("beta", "--beta"), ("kl_warmup", "--kl-warmup")):
             if name in given:
-                raise UserError(f"{flag} applies to --model vae only: an AE has no KL term")
+                model = "an AE" if settings["model"] == "ae" else "a VQ-VAE (its beta is --commitment)"
+                raise UserError(f"{flag} applies to --model vae only: {model} has no KL term")
+    if settings["model"] == "vqvae":
+        settings = {**VQ_DEFAULTS, **settings}
+        if "latent_dim" not in given:
+            settings["latent_dim"] = VQ_LATENT_DIM
+        if not 0 <= settings["decay"] < 1:
+            raise UserError(f"--decay {settings['decay']!r}: expected a value in [0, 1)")
+    else:
+        for name in VQ_DEFAULTS:
+            if name in given:
+                raise UserError(f"--{name.replace('_', '-')} applies to --model vqvae only")
     return settings
 
 
@@ -478,7 +530,7 @@ def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     saved = _read_config(run_dir / CONFIG_FILE)
     given = _given_settings(args)
     for name, value in given.items():
-        if name not in RESUME_MAY_CHANGE and value != saved[name]:
+        if name not in RESUME_MAY_CHANGE and value != saved.get(name):
             flag = "--" + name.replace("_", "-")
             raise UserError(
                 f"{flag} {value!r} differs from the run's {saved[name]!r} ({run_dir / CONFIG_FILE}): "
@@ -487,18 +539,22 @@ def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
         raise UserError(f"--out {args.out} differs from --resume {run_dir}: "
                         "a resumed run writes into its own directory")
-    return {name: given.get(name, saved[name]) for name in TRAIN_SETTINGS}
+    return {name: given.get(name, saved[name]) for name in (*TRAIN_SETTINGS, *VQ_DEFAULTS) if name in saved}
 
 
 def _check_config_matches(settings: dict[str, Any], model: Autoencoder, config_path: Path, model_path: Path) -> None:
     """config.json must describe the checkpoint's model: a resume continues that model, and would
     otherwise rewrite config.json with settings that are not the model's."""
     config = model.config()
-    expected = {"model": "vae" if isinstance(model, VAE) else "ae", "hidden": list(config["hidden_dims"]),
+    kind = "vae" if isinstance(model, VAE) else "vqvae" if isinstance(model, VQVAE) else "ae"
+    expected = {"model": kind, "hidden": list(config["hidden_dims"]),
                 "latent_dim": config["latent_dim"], "activation": config["activation"],
                 "dtype": config["dtype"], "seed": config["seed"]}
     if isinstance(model, VAE):
         expected["beta"] = config["beta"]
+    if isinstance(model, VQVAE):
+        expected.update(code_dim=config["code_dim"], num_codes=config["num_codes"], commitment=config["beta"],
+                        codebook=config["codebook"])
     differ = [f"{name} {settings[name]!r} vs {value!r}" for name, value in expected.items() if settings[name] != value]
     if differ:
         raise UserError(f"{config_path} does not describe the model in {model_path} ({'; '.join(differ)}): "
@@ -555,18 +611,27 @@ def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
                      activation=settings["activation"], seed=settings["seed"], dtype=settings["dtype"])
     if settings["model"] == "vae":
         return VAE(beta=settings["beta"], **arguments)
+    if settings["model"] == "vqvae":
+        return VQVAE(num_latents=max(1, settings["latent_dim"] // settings["code_dim"]), code_dim=settings["code_dim"],
+                     num_codes=settings["num_codes"], beta=settings["commitment"], codebook=settings["codebook"],
+                     decay=settings["decay"], restart_dead_codes=settings["restart_dead_codes"], **arguments)
     return AE(**arguments)
 
 
 class _EpochPrinter:
     """Prints the per-epoch table; clears the progress line on stderr first when one is shown."""
 
-    def __init__(self, is_vae: bool, clear_progress: bool) -> None:
+    def __init__(self, is_vae: bool, clear_progress: bool, is_vqvae: bool = False) -> None:
         self.names = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl") if is_vae else ("loss", "val_loss")
+        if is_vqvae:
+            self.names = ("loss", "recon", "kl", "perplexity", "codes_used", "val_loss", "val_recon", "val_kl")
+        # a VQ-VAE's kl field holds its VQ terms
+        self.labels = [{"kl": "vq", "val_kl": "val_vq", "codes_used": "used"}.get(name, name) if is_vqvae else name
+                       for name in self.names]
         self.clear_progress = clear_progress
 
     def header(self) -> None:
-        print(f"{'epoch':>6}" + "".join(f"{name:>11}" for name in self.names) + f"{'seconds':>9}", flush=True)
+        print(f"{'epoch':>6}" + "".join(f"{label:>11}" for label in self.labels) + f"{'seconds':>9}", flush=True)
 
     def epoch(self, epoch: int, history: History) -> None:
         if self.clear_progress:
@@ -621,6 +686,44 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
     if not is_vae:
         curves = {key: curves[key] for key in ("loss", "val_loss")}
     paths.append(plots.save_history(curves, out / "history.png", title=f"{name} on {data_name}: training history"))
+    return paths
+
+
+def _fit_priors(model: VQVAE, train_x: np.ndarray, test_x: np.ndarray, settings: dict[str, Any],
+                run_dir: Path) -> dict[str, Any]:
+    """Fit both priors on the training codes, save them beside the model, print their test NLL."""
+    codes, test_codes = model.encode(train_x), model.encode(test_x)
+    made = MADEPrior(model.num_latents, model.num_codes, settings["prior_hidden"], seed=settings["seed"],
+                     dtype=model.dtype)
+    started = time.perf_counter()
+    made.fit(codes, settings["prior_epochs"], lr=settings["lr"], rng=np.random.default_rng([settings["seed"], 1]))
+    priors = {"made": made, "categorical": CategoricalPrior(model.num_latents, model.num_codes,
+                                                            dtype=model.dtype).fit(codes)}
+    print(f"priors over the codes, fitted on the training set ({time.perf_counter() - started:.1f} s); "
+          f"test NLL in nats per example (uniform: {model.num_latents * math.log(model.num_codes):.2f}):")
+    for name, prior in priors.items():
+        checkpoint.save(prior, run_dir / PRIOR_FILES[name])
+        print(f"  {name:<12}{prior.nll(test_codes):>10.4f}   {run_dir / PRIOR_FILES[name]}")
+    return priors
+
+
+def _write_vqvae_figures(model: VQVAE, priors: dict[str, Any], test: datasets.Dataset, history: History,
+                         out: Path, data_name: str, seed: int) -> list[Path]:
+    """A VQ-VAE run's figures: reconstructions, code usage, samples from both priors, history."""
+    from . import plots
+
+    rng = np.random.default_rng(seed)
+    shape = test.image_shape
+    shown = test.x[:FIGURE_RECONSTRUCTIONS]
+    paths = [plots.save_reconstructions(shown, model.reconstruct(shown), shape, out / "reconstructions.png",
+                                        n=FIGURE_RECONSTRUCTIONS, title=f"VQVAE reconstructions ({data_name} test)")]
+    paths.append(plots.save_code_usage({f"{model.codebook_kind} codebook": model.code_counts(test.x)},
+                                       out / "code_usage.png", title=f"VQVAE codebook usage ({data_name} test)"))
+    paths.append(plots.save_side_by_side(
+        [model.sample(FIGURE_SAMPLES, rng, prior=priors[name]) for name in PRIOR_FILES], shape, out / "samples.png",
+        ["MADE (autoregressive) prior", "independent categorical prior"], title="VQVAE: codes drawn from a prior"))
+    curves = {key: value for key, value in history.as_dict().items() if key in ("loss", "val_loss")}
+    paths.append(plots.save_history(curves, out / "history.png", title=f"VQVAE on {data_name}: training history"))
     return paths
 
 
@@ -727,7 +830,8 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
           f"Adam lr {optimizer.lr:g}, seed {settings['seed']}"
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
           + (", dynamic binarization" if settings["binarize"] else ""))
-    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
+    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress),
+                            is_vqvae=isinstance(model, VQVAE))
     printer.header()
 
     def save_epoch(epoch: int, history: History) -> None:
@@ -747,7 +851,12 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
                   optimizer=optimizer, x_val=test_data.x, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
                   binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress)
         trained = time.perf_counter() - started
-        figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
+        if isinstance(model, VQVAE):
+            priors = _fit_priors(model, train_data.x, test_data.x, settings, run_dir)
+            figures = [run_dir / name for name in PRIOR_FILES.values()]
+            figures += _write_vqvae_figures(model, priors, test_data, history, run_dir, settings["data"], settings["seed"])
+        else:
+            figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
     except KeyboardInterrupt as interrupt:
         code = EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
         return _report_interrupt(model_path, csv_path, run_dir, settings["epochs"], code)
@@ -783,7 +892,16 @@ def _plot_command(args: argparse.Namespace) -> int:
         test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
         _check_fits(saved.model, test_data)
         written = [saved.history.to_csv(run_dir / HISTORY_FILE)]
-        written += _write_figures(saved.model, test_data, saved.history, run_dir, settings["data"], settings["seed"])
+        if isinstance(saved.model, VQVAE):
+            missing = [name for name in PRIOR_FILES.values() if not (run_dir / name).is_file()]
+            if missing:
+                raise UserError(f"{run_dir} lacks {missing}: the VQ-VAE's samples need the priors npvae train fits")
+            priors = {name: _load_checkpoint(str(run_dir / file_name), training_state=False).model
+                      for name, file_name in PRIOR_FILES.items()}
+            written += _write_vqvae_figures(saved.model, priors, test_data, saved.history, run_dir, settings["data"],
+                                            settings["seed"])
+        else:
+            written += _write_figures(saved.model, test_data, saved.history, run_dir, settings["data"], settings["seed"])
     print(f"npvae plot: {type(saved.model).__name__} of {run_dir}, {len(saved.history)} epochs; wrote:")
     for path in written:
         print(f"  {path}")
@@ -866,10 +984,22 @@ def _eval_command(args: argparse.Namespace) -> int:
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
         rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
+    elif isinstance(model, VQVAE):
+        rows = [("loss, recon + VQ terms", terms["loss"]),
+                ("  reconstruction", terms["recon"]),
+                (f"  VQ terms ({'codebook + ' if model.codebook_kind == 'loss' else ''}{model.beta:g} commitment)",
+                 terms["kl"])]
+        codes = model.encode(x)
+        for name, file_name in PRIOR_FILES.items():
+            if (path.parent / file_name).is_file():
+                rows.append((f"-log p(codes), {name} prior", _load_checkpoint(str(path.parent / file_name), training_state=False).model.nll(codes)))
     else:
         rows = [("reconstruction error (NLL)", terms["recon"])]
     for label, value in rows:
         print(f"{label:<34}{value:>18.4f}")
+    if isinstance(model, VQVAE):
+        print(f"code perplexity {terms['perplexity']:.2f} of {model.num_codes}, "
+              f"{terms['codes_used']:.1%} of the codes used")
     print(f"({time.perf_counter() - started:.1f} s)")
     return EXIT_OK
 
@@ -890,12 +1020,20 @@ def _sample_command(args: argparse.Namespace) -> int:
     needed = (memory_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows=args.n, dtype=model.dtype)
               + 40 * args.n * model.input_dim)
     _refuse_beyond_memory(needed, f"--n {args.n} samples of {shape[0]}x{shape[1]}", "choose a smaller --n")
-    images = model.sample(args.n, np.random.default_rng(args.seed))
     name = type(model).__name__
-    note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
     ncols = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
-    path = plots.save_image_grid(images, shape, out, title=f"{name}: {args.n} decodings of z ~ N(0, I){note}",
-                                 ncols=ncols)
+    if isinstance(model, VQVAE):
+        prior_path = Path(args.checkpoint).parent / PRIOR_FILES[args.prior]
+        if not prior_path.is_file():
+            raise UserError(f"{prior_path} not found: a VQ-VAE samples through a prior fitted by npvae train")
+        prior = _load_checkpoint(str(prior_path), training_state=False).model
+        images = model.sample(args.n, np.random.default_rng(args.seed), prior=prior)
+        title = f"{name}: {args.n} decodings of codes from the {args.prior} prior"
+    else:
+        images = model.sample(args.n, np.random.default_rng(args.seed))
+        note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
+        title = f"{name}: {args.n} decodings of z ~ N(0, I){note}"
+    path = plots.save_image_grid(images, shape, out, title=title, ncols=ncols)
     print(f"wrote {path} ({args.n} samples of {shape[0]}x{shape[1]}, seed {args.seed})")
     return EXIT_OK
 
