@@ -537,3 +537,11 @@ def test_from_seed_rejects_non_positive_sizes_naming_its_own_argument(argument: 
     # about one of them must name the argument the caller wrote, not the VAE's
     with pytest.raises(ValueError, match=f"^{argument}: "):
         VAE.from_seed(**{argument: 0})
+
+
+def test_models_print_shape_activation_likelihood_dtype_and_size():
+    vae = VAE(784, [400], 20, activation="relu", dtype=np.float32)
+    assert repr(vae) == "VAE(784 -> [400] -> 20, relu, bernoulli, float32, 0.65 M params)"  # 652,824 parameters
+    small = AE(6, [5, 4], 2, output="gaussian")
+    assert repr(small) == f"AE(6 -> [5, 4] -> 2, leaky_relu, gaussian, float64, {small.num_parameters()} params)"
+    assert "beta=4," in repr(VAE(6, [5], 2, beta=4.0))
