@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import math
 import sys
 
@@ -506,3 +507,15 @@ def test_history_csv_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
         History(loss=[2.0], recon=[2.0], kl=[0.0], seconds=[0.1], kl_weight=[0.0]).to_csv(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["h.csv"]
+
+
+def test_progress_shows_elapsed_time_eta_and_throughput(capsys):
+    fit(small_ae(), DIGITS_TRAIN[:100], 2, batch_size=50, progress=True)
+    last = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert re.search(r"epoch 2/2 .* \d+:\d\d elapsed  ETA 0:00  [\d,]+ img/s", last), last
+
+
+def test_progress_clock_format():
+    from npvae.train import _clock
+
+    assert [_clock(s) for s in (0.4, 65, 3600 + 61)] == ["0:00", "1:05", "1:01:01"]
