@@ -5,6 +5,8 @@
     npvae train --resume runs/vae-digits-...      continue a stopped run to its --epochs, to the bit
     npvae eval runs/vae-digits-.../model.npz      test-set negative ELBO, its terms, IWAE log p(x)
     npvae sample runs/vae-digits-.../model.npz    a grid of images decoded from z ~ N(0, I)
+    npvae train --data faces.npz --patience 5      your own images (.npy/.npz/.csv/folder), early stopping
+    npvae encode runs/.../best.npz --out z.npz    the latent codes of a data split, with its labels
 
 A training run writes into one directory: ``model.npz`` (a checkpoint of the model, the Adam
 state, the history and the random generator, replaced atomically after every epoch),
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,11 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, datasets, train
+from . import __version__, checkpoint, datasets, schedules, train, userdata
 from .activations import ACTIVATIONS
 from .models import AE, VAE
 from .models.base import Autoencoder
 from .optim import Adam
+from .report import write_report
+from .snapshots import Snapshots
 from ._files import write_atomically
 from .train import History, TrainingError
 
@@ -62,6 +67,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "activation": "leaky_relu",
     "dtype": "float32",
     "data_dir": None,
+    "output": "bernoulli",
+    "val_fraction": 0.0,
+    "lr_schedule": "constant",
+    "patience": None,
+    "snapshot_every": None,
+    "resize": None,
+    "scale": None,
 }
 # Per data set: 1,500 images of 8x8 need many short epochs and take a larger step; 60,000 of
 # 28x28 need few epochs and wider layers.
@@ -69,11 +81,19 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 150, "hidden": [256, 128], "batch_size": 128, "lr": 3e-3},
     "mnist": {"epochs": 20, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3},
     "fashion-mnist": {"epochs": 20, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3},
+    "PATH": {"epochs": 30, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3, "val_fraction": 0.1},
 }
 TRAIN_SETTINGS = (
     "model", "data", "epochs", "latent_dim", "hidden", "beta", "batch_size", "lr", "seed",
     "kl_warmup", "binarize", "activation", "dtype", "data_dir",
 )
+# Settings added later: a config.json written before them resumes with their defaults.
+LATER_SETTINGS = ("output", "val_fraction", "lr_schedule", "patience", "snapshot_every", "resize", "scale")
+TRAIN_SETTINGS += LATER_SETTINGS
+BEST_FILE = "best.npz"
+REPORT_FILE = "report.md"
+SNAPSHOT_DIR = "snapshots"
+REPORT_IW_SAMPLES = 10  # K of the bound L_K in report.md: K times the decoder work of the ELBO
 # What ``--resume`` may change: the total epoch count and where the data files are.
 RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
@@ -129,6 +149,30 @@ def _non_negative_float(text: str) -> float:
     return _real(text, positive=False)
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    value = _real(text, positive=False)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _data_name(text: str) -> str:
+    """argparse type: a data set name, or an existing file or folder (made absolute, so that
+    ``--resume`` finds it from any directory)."""
+    if text in datasets.DATASETS:
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(datasets.DATASETS)} or an existing file or folder, got {text!r}")
+    return str(path.resolve())
+
+
+def _is_path(data: str) -> bool:
+    return data not in datasets.DATASETS
+
+
 # -- the parser ----------------------------------------------------------------------------------
 def _defaults_help(name: str) -> str:
     """"default: 150 for digits, 20 for mnist and fashion-mnist": the per-data-set defaults of ``name``."""
@@ -162,9 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(handler=_train_command)
     fit.add_argument("--model", choices=("vae", "ae"), default=None,
                      help=f"model (default: {COMMON_DEFAULTS['model']})")
-    fit.add_argument("--data", choices=datasets.DATASETS, default=None,
+    fit.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
                      help=f"data set (default: {COMMON_DEFAULTS['data']}; mnist and fashion-mnist "
-                          "are downloaded once, checksummed, into the cache)")
+                          "are downloaded once, checksummed, into the cache), or your own images: a .npy, "
+                          ".npz (x, optional y), .csv (optional 'label' column) or a folder of PNG/JPEG; "
+                          "integer pixels are divided by 255, floats kept, and must then lie in [0, 1] "
+                          "unless --output gaussian")
     fit.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
                      help="total number of epochs, counting those of a resumed run "
                           f"({_defaults_help('epochs')})")
@@ -204,7 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue the run in DIR (its model.npz and config.json) to --epochs epochs "
                           "in total, writing into DIR; other settings come from DIR/config.json")
     fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show a progress line on stderr (default: only when stderr is a terminal)")
+                     help="show a progress line on stderr with elapsed time, ETA and images per second "
+                          "(default: only when stderr is a terminal)")
+    fit.add_argument("--output", choices=("bernoulli", "gaussian"), default=None,
+                     help="decoder likelihood: bernoulli for data in [0, 1], gaussian (unit variance) for "
+                          f"other real-valued data (default: {COMMON_DEFAULTS['output']})")
+    fit.add_argument("--val-fraction", type=_fraction, default=None, metavar="F",
+                     help="hold out this fraction of the training images, drawn with --seed, as the "
+                          "validation set (validation loss, --patience, best.npz, figures of a PATH); "
+                          "0 validates on the test split (default: 0.1 for a PATH, else 0)")
+    fit.add_argument("--patience", type=_positive_int, default=None, metavar="N",
+                     help="stop when the validation loss has not improved for N epochs; needs "
+                          "--val-fraction > 0 (the test split never chooses the model) (default: off)")
+    fit.add_argument("--lr-schedule", choices=schedules.SCHEDULES, default=None,
+                     help="learning rate per epoch: step halves it every epochs/4 epochs, cosine decays it "
+                          "to 0 over --epochs, plateau halves it after 5 epochs without a lower validation "
+                          f"(else training) loss (default: {COMMON_DEFAULTS['lr_schedule']})")
+    fit.add_argument("--snapshot-every", type=_positive_int, default=None, metavar="N",
+                     help="every N epochs draw reconstructions and samples from fixed z into snapshots/, "
+                          "and at the end an animated snapshots/samples.gif (default: off)")
+    fit.add_argument("--resize", type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
+                     help="a folder of images of several sizes: resample every image to H x W")
+    fit.add_argument("--scale", type=_positive_float, default=None, metavar="S",
+                     help="own data: divide the raw values by S (default: 255 for integers, 1 for floats)")
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint on a data split",
@@ -215,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=_eval_command)
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by npvae train")
-    evaluate.add_argument("--data", choices=datasets.DATASETS, default=None,
-                          help="data set (default: the one in config.json beside the checkpoint)")
+    evaluate.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
+                          help="data set or your own images (default: the one in config.json beside the "
+                               "checkpoint); for a PATH, test is the held-out validation part")
     evaluate.add_argument("--split", choices=("train", "test"), default="test", help="data split (default: test)")
     evaluate.add_argument("--iw-samples", type=_positive_int, default=100, metavar="K",
                           help="importance samples per example of the IWAE estimate (VAE only; default: "
@@ -243,6 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the grid (default: %(default)s; replaced if it exists)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seed of the codes z (default: %(default)s)")
+
+    encode = commands.add_parser(
+        "encode", help="write the latent codes of a data split to an .npz",
+        description="Encode every image of a data split. A VAE gives the means and log-variances of "
+                    "q(z|x) (arrays mu, logvar), an AE its codes (array z); the labels come along "
+                    "(array labels, -1 where the data have none).",
+    )
+    encode.set_defaults(handler=_encode_command, binarize=False)
+    encode.add_argument("checkpoint", metavar="MODEL", help="a model.npz or best.npz written by npvae train")
+    encode.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
+                        help="data set or your own images (default: the one in config.json beside MODEL)")
+    encode.add_argument("--split", choices=("train", "test"), default="test",
+                        help="data split (default: test; for a PATH, test is the held-out validation part)")
+    encode.add_argument("--data-dir", default=None, metavar="PATH",
+                        help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache)")
+    encode.add_argument("--out", default="latents.npz", metavar="NPZ",
+                        help="where to write the codes (default: %(default)s; replaced if it exists)")
     return parser
 
 
@@ -292,10 +379,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error})") from None
-    missing = [name for name in TRAIN_SETTINGS if not isinstance(config, dict) or name not in config]
+    missing = [name for name in TRAIN_SETTINGS
+               if name not in LATER_SETTINGS and (not isinstance(config, dict) or name not in config)]
     if missing:
         raise UserError(f"{path}: missing settings {missing}")
-    return config
+    return {**{name: COMMON_DEFAULTS[name] for name in LATER_SETTINGS}, **config}
 
 
 def _write_config(path: Path, settings: dict[str, Any]) -> None:
@@ -312,12 +400,38 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = _given_settings(args)
     data = given.get("data", COMMON_DEFAULTS["data"])
-    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS[data], **given}
+    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH" if _is_path(data) else data], **given}
     if settings["model"] == "ae":
         for name, flag in (("beta", "--beta"), ("kl_warmup", "--kl-warmup")):
             if name in given:
                 raise UserError(f"{flag} applies to --model vae only: an AE has no KL term")
+    if settings["patience"] is not None and settings["val_fraction"] == 0:
+        raise UserError("--patience needs a validation set: give --val-fraction F > 0 (the test split "
+                        "is never used to choose the model)")
+    if not _is_path(data):
+        for name, flag in (("resize", "--resize"), ("scale", "--scale")):
+            if name in given:
+                raise UserError(f"{flag} applies to your own data (--data PATH) only")
     return settings
+
+
+def _data_splits(settings: dict[str, Any], dtype: Any) -> tuple[datasets.Dataset, datasets.Dataset | None,
+                                                                 datasets.Dataset]:
+    """(train, validation or None, test) of a run's data, the validation rows drawn with its seed.
+
+    Your own data have no test split: "test" is the validation part (or, with nothing held out,
+    the training images themselves, which the figures then show).
+    """
+    data = settings["data"]
+    if _is_path(data):
+        full = datasets.load_path(data, scale=settings["scale"], resize=settings["resize"],
+                                  unit_range=settings["output"] == "bernoulli", dtype=dtype)
+        train_data, val_data = userdata.split_validation(full, settings["val_fraction"], settings["seed"])
+        return train_data, val_data, train_data if val_data is None else val_data
+    train_data = datasets.load(data, "train", settings["data_dir"], dtype=dtype)
+    test_data = datasets.load(data, "test", settings["data_dir"], dtype=dtype)
+    train_data, val_data = userdata.split_validation(train_data, settings["val_fraction"], settings["seed"])
+    return train_data, val_data, test_data
 
 
 def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
@@ -349,7 +463,7 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
         for stale in (MODEL_FILE, HISTORY_FILE):  # so that no earlier run's checkpoint passes for this one's
             (path / stale).unlink(missing_ok=True)
         return path
-    stem = f"{settings['model']}-{settings['data']}-{datetime.now():%Y%m%d-%H%M%S}"
+    stem = f"{settings['model']}-{_data_label(settings['data'])}-{datetime.now():%Y%m%d-%H%M%S}"
     Path("runs").mkdir(exist_ok=True)
     for attempt in range(1, 1000):
         path = Path("runs") / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -363,7 +477,8 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
 
 def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
     arguments = dict(input_dim=input_dim, hidden_dims=settings["hidden"], latent_dim=settings["latent_dim"],
-                     activation=settings["activation"], seed=settings["seed"], dtype=settings["dtype"])
+                     activation=settings["activation"], output=settings["output"], seed=settings["seed"],
+                     dtype=settings["dtype"])
     if settings["model"] == "vae":
         return VAE(beta=settings["beta"], **arguments)
     return AE(**arguments)
@@ -419,6 +534,7 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
                                          title=f"{name} decoder over the 2-D latent space{not_gaussian}"))
     codes = model.encode(test.x)[0] if is_vae else model.encode(test.x)
     what = "means mu(x)" if is_vae else "codes"
+    test = test._replace(labels=np.maximum(test.labels, 0))  # own data without labels: one colour
     paths.append(plots.save_latent_scatter(codes, test.labels, out / "latent.png",
                                            title=f"{name}: latent {what} of the {data_name} test set"))
     first, last = _interpolation_ends(test.labels)
@@ -447,10 +563,44 @@ def _report_interrupt(model_path: Path, csv_path: Path, run_dir: Path) -> int:
     return EXIT_INTERRUPTED
 
 
+def _data_label(data: str) -> str:
+    """How a run's data are named in titles and directory names: the file or folder name of a PATH."""
+    return Path(data).name if _is_path(data) else data
+
+
+def _schedule(settings: dict[str, Any], saved: dict[str, Any] | None) -> schedules.Schedule:
+    """The run's learning-rate schedule: the one saved in config.json when resuming (so that a
+    resume with a larger --epochs keeps the rates of the epochs already planned), else a new one."""
+    if saved is not None:
+        return schedules.make_schedule(**saved)
+    epochs = settings["epochs"]
+    return schedules.make_schedule(settings["lr_schedule"], settings["lr"], epochs,
+                                   step_epochs=max(1, epochs // 4), gamma=0.5, patience=5, factor=0.5)
+
+
+def _final_metrics(model: Autoencoder, test: datasets.Dataset, seed: int, binarize: bool) -> dict[str, float]:
+    """Mean nats per example on the test split (one z per example; for a VAE also -L_K, the
+    importance-weighted bound of Burda et al. 2016 with K samples: a tighter bound than the ELBO)."""
+    rng = np.random.default_rng(seed)
+    x = test.x
+    if binarize:
+        x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
+    terms = train.evaluate(model, x, rng=rng)
+    if not isinstance(model, VAE):
+        return {"reconstruction error (NLL)": terms["recon"]}
+    return {"negative ELBO (1 z per example)": terms["recon"] + terms["kl"],
+            "reconstruction": terms["recon"],
+            "KL(q(z|x) || N(0, I))": terms["kl"],
+            f"-L_{REPORT_IW_SAMPLES} (IWAE bound, K={REPORT_IW_SAMPLES})":
+                -float(model.log_likelihood(x, k=REPORT_IW_SAMPLES, rng=rng).mean())}
+
+
 def _train_command(args: argparse.Namespace) -> int:
+    saved_schedule = None
     if args.resume is not None:
         run_dir = Path(args.resume)
         settings = _resume_settings(args, run_dir)
+        saved_schedule = _read_config(run_dir / CONFIG_FILE).get("schedule")
         saved = _load_checkpoint(str(run_dir / MODEL_FILE))
         if saved.optimizer is None or saved.history is None or saved.rng is None:
             raise UserError(f"{run_dir / MODEL_FILE} lacks the optimizer, history or generator state needed to resume")
@@ -459,10 +609,13 @@ def _train_command(args: argparse.Namespace) -> int:
             print(f"{run_dir} has already trained {len(history)} epochs (--epochs {settings['epochs']}): "
                   "nothing to do; give a larger --epochs to train further")
             return EXIT_OK
+        if settings["patience"] is not None and schedules.should_stop(history, settings["patience"]):
+            print(f"{run_dir} stopped early after epoch {len(history)} (no improvement for --patience "
+                  f"{settings['patience']} epochs since epoch {schedules.best_epoch(history)}): nothing to do")
+            return EXIT_OK
     else:
         settings = _new_settings(args)
-    train_data = datasets.load(settings["data"], "train", settings["data_dir"], dtype=settings["dtype"])
-    test_data = datasets.load(settings["data"], "test", settings["data_dir"], dtype=settings["dtype"])
+    train_data, val_data, test_data = _data_splits(settings, settings["dtype"])
     if args.resume is None:
         model = _build_model(settings, train_data.x.shape[1])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
@@ -471,37 +624,72 @@ def _train_command(args: argparse.Namespace) -> int:
         run_dir = _prepare_out(args.out, args.force, settings)
     else:
         _check_fits(model, train_data)
+    schedule = _schedule(settings, saved_schedule)
     model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
-    _write_config(config_path, settings)
+    best_path, report_path = run_dir / BEST_FILE, run_dir / REPORT_FILE
+    _write_config(config_path, {**settings, "schedule": schedule.config()})
+    data_label = _data_label(settings["data"])
+    if val_data is not None:
+        x_val = val_data.x
+    else:  # the built-in data sets validate on their test split, own data without a held-out part not at all
+        x_val = None if _is_path(settings["data"]) else test_data.x
 
     h, w = train_data.image_shape
     steps = math.ceil(train_data.x.shape[0] / settings["batch_size"])
     done = len(history)
-    print(f"npvae train: {type(model).__name__} on {settings['data']} -> {run_dir}"
+    print(f"npvae train: {type(model).__name__} on {data_label} -> {run_dir}"
           + (f" (resuming after epoch {done})" if done else ""))
     print(f"  model  {_describe(model)}: {model.num_parameters():,} parameters, {model.dtype}")
-    print(f"  data   {settings['data']} {h}x{w}: train {train_data.x.shape}, test {test_data.x.shape}, "
-          f"{train_data.x.dtype}")
+    parts = [f"train {train_data.x.shape}"]
+    if val_data is not None:
+        parts.append(f"validation {val_data.x.shape} (--val-fraction {settings['val_fraction']:g}, "
+                     f"seed {settings['seed']})")
+    if not _is_path(settings["data"]):
+        parts.append(f"test {test_data.x.shape}")
+    print(f"  data   {data_label} {h}x{w}: {', '.join(parts)}, {train_data.x.dtype}")
     print(f"  train  epochs {done + 1}..{settings['epochs']}, batch {settings['batch_size']} "
           f"({steps} steps per epoch), "
-          f"Adam lr {optimizer.lr:g}, seed {settings['seed']}"
+          f"Adam lr {schedule.lr:g} ({schedule.name} schedule), seed {settings['seed']}"
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
-          + (", dynamic binarization" if settings["binarize"] else ""))
+          + (", dynamic binarization" if settings["binarize"] else "")
+          + (f", early stopping after {settings['patience']} epochs without improvement"
+             if settings["patience"] is not None else ""))
     printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
     printer.header()
+    keep_best = val_data is not None
 
     def save_epoch(epoch: int, history: History) -> None:
+        schedule.apply(optimizer, history)  # the rate of the next epoch, saved with the optimizer
         checkpoint.save(model, model_path, optimizer=optimizer, history=history, rng=rng)
+        if keep_best and schedules.best_epoch(history) == epoch:
+            checkpoint.save(model, best_path, history=history)
         history.to_csv(csv_path)
         printer.epoch(epoch, history)
 
+    callbacks: list[train.Callback] = [save_epoch]
+    snapshots = None
+    if settings["snapshot_every"] is not None:
+        snapshots = Snapshots(model, test_data.x[:FIGURE_RECONSTRUCTIONS], test_data.image_shape,
+                              run_dir / SNAPSHOT_DIR, settings["snapshot_every"], settings["seed"])
+        callbacks.append(snapshots)
+    if settings["patience"] is not None:
+        callbacks.append(schedules.EarlyStopping(settings["patience"]))  # last: the epoch is saved first
+    schedule.apply(optimizer, history)
+    notes = []
     started = time.perf_counter()
     try:
-        train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
-                  optimizer=optimizer, x_val=test_data.x, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
-                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress)
+        try:
+            train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
+                      optimizer=optimizer, x_val=x_val, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
+                      binarize=settings["binarize"], history=history, callbacks=callbacks, progress=args.progress)
+        except schedules.StopTraining as stop:
+            notes.append(f"Stopped early after epoch {stop.epoch} of {settings['epochs']}: {stop}.")
+            print(f"npvae: {stop}")
         trained = time.perf_counter() - started
-        figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
+        figures = _write_figures(model, test_data, history, run_dir, data_label, settings["seed"])
+        if snapshots is not None and (gif := snapshots.final(len(history))) is not None:
+            figures.append(gif)
+        metrics = _final_metrics(model, test_data, settings["seed"], settings["binarize"])
     except KeyboardInterrupt:
         return _report_interrupt(model_path, csv_path, run_dir)
     except TrainingError as error:
@@ -510,8 +698,17 @@ def _train_command(args: argparse.Namespace) -> int:
         print(f"npvae: error: training diverged: {error}\n{kept}", file=sys.stderr)
         return EXIT_ERROR
 
+    if keep_best:
+        notes.append(f"{BEST_FILE} holds epoch {schedules.best_epoch(history)}, the lowest validation loss "
+                     f"({min(history.val_loss):.4f}); {MODEL_FILE} holds the last epoch.")
+    split = "validation split" if _is_path(settings["data"]) else "test split"
+    notes.append(f"Metrics on the {split} ({test_data.x.shape[0]} images), seed {settings['seed']}.")
+    write_report(report_path, command=shlex.join(["npvae", *args.argv]), settings=settings, model=repr(model),
+                 metrics=metrics, history=history, figures=[p for p in figures if p.suffix in (".png", ".gif")],
+                 notes=notes)
     print(f"trained to epoch {len(history)} in {trained:.1f} s; wrote:")
-    for path in (model_path, csv_path, config_path, *figures):
+    written = [model_path, *([best_path] if keep_best else []), csv_path, config_path, report_path, *figures]
+    for path in written:
         print(f"  {path}")
     print(f"evaluate: npvae eval {model_path}\n"
           f"continue: npvae train --resume {run_dir} --epochs {2 * settings['epochs']}")
@@ -535,12 +732,28 @@ def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str
     return data, binarize
 
 
+def _load_split(checkpoint_path: Path, data_name: str, split: str, data_dir: str | None,
+                model: Autoencoder) -> datasets.Dataset:
+    """A split of the data to evaluate or encode a checkpoint on. Own data are split as in training,
+    from the config.json beside the checkpoint (seed, --val-fraction, --scale, --resize); their
+    "test" split is the held-out validation part."""
+    if not _is_path(data_name):
+        return datasets.load(data_name, split, data_dir, dtype=model.dtype)
+    try:
+        config = _read_config(checkpoint_path.parent / CONFIG_FILE)
+    except (UserError, OSError, UnicodeDecodeError):  # no training config: the defaults of a new run
+        config = {}
+    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH"], **config, "data": data_name, "output": model.output}
+    train_data, _, test_data = _data_splits(settings, model.dtype)
+    return train_data if split == "train" else test_data
+
+
 def _eval_command(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     saved = _load_checkpoint(args.checkpoint)
     model = saved.model
     data_name, binarize = _eval_settings(args, path)
-    data = datasets.load(data_name, args.split, args.data_dir, dtype=model.dtype)
+    data = _load_split(path, data_name, args.split, args.data_dir, model)
     _check_fits(model, data)
     rng = np.random.default_rng(args.seed)
     x = data.x
@@ -589,6 +802,28 @@ def _sample_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- npvae encode -----------------------------------------------------------------------------------
+def _encode_command(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    model = _load_checkpoint(args.checkpoint).model
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"--out {out}: expected a .npz file name")
+    data_name, _ = _eval_settings(args, path)
+    data = _load_split(path, data_name, args.split, args.data_dir, model)
+    _check_fits(model, data)
+    if isinstance(model, VAE):
+        mu, logvar = model.encode(data.x)
+        arrays = {"mu": mu, "logvar": logvar}
+    else:
+        arrays = {"z": model.encode(data.x)}
+    arrays["labels"] = data.labels
+    write_atomically(out, lambda file: np.savez(file, **arrays))
+    shapes = ", ".join(f"{name} {array.shape}" for name, array in arrays.items())
+    print(f"wrote {out}: {shapes} ({_data_label(data_name)} {args.split}, {type(model).__name__} from {path})")
+    return EXIT_OK
+
+
 # -- entry point ------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``npvae`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit status.
@@ -597,7 +832,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     or corrupt files, data that does not fit, a refused directory) print ``npvae: error: ...``
     on stderr and return 1.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for report.md
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

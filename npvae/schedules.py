@@ -69,8 +69,9 @@ class Schedule:
         Total epochs of the run (cosine's period).
     step_epochs, gamma : int, float
         step: multiply by ``gamma`` every ``step_epochs`` epochs.
-    min_lr : float
-        cosine: the rate the cosine ends at.
+    min_lr : float or None
+        cosine: the rate the cosine ends at, > 0 (an optimizer's rate must stay positive);
+        None (the default of :func:`make_schedule`) means lr / 100.
     patience, factor : int, float
         plateau: multiply by ``factor`` after more than ``patience`` epochs without improvement.
     """
@@ -80,7 +81,7 @@ class Schedule:
     epochs: int
     step_epochs: int = 10
     gamma: float = 0.5
-    min_lr: float = 0.0
+    min_lr: float | None = None
     patience: int = 5
     factor: float = 0.5
 
@@ -117,6 +118,7 @@ def make_schedule(name: str, lr: float, epochs: int, **settings: Any) -> Schedul
     ValueError
         Unknown ``name``; a rate that is not finite and > 0 (``min_lr`` may be 0, below ``lr``);
         ``epochs`` or ``step_epochs`` below 1, ``patience`` below 0; ``gamma`` or ``factor`` outside (0, 1].
+        ``min_lr`` left out (or None) is ``lr / 100``.
     TypeError
         A setting that is not a number, or an unknown setting.
     """
@@ -126,6 +128,8 @@ def make_schedule(name: str, lr: float, epochs: int, **settings: Any) -> Schedul
     unknown = sorted(set(settings) - known)
     if unknown:
         raise TypeError(f"unknown schedule settings {unknown}; expected some of {sorted(known)}")
+    if settings.get("min_lr") is None and isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        settings["min_lr"] = lr / 100
     schedule = Schedule(name, lr, epochs, **settings)
     for field in ("lr", "gamma", "min_lr", "factor"):
         value = getattr(schedule, field)
@@ -137,8 +141,8 @@ def make_schedule(name: str, lr: float, epochs: int, **settings: Any) -> Schedul
             raise ValueError(f"{field}: expected an integer >= {low}, got {value!r}")
     if not (math.isfinite(schedule.lr) and schedule.lr > 0):
         raise ValueError(f"lr: expected a finite number > 0, got {schedule.lr!r}")
-    if not (math.isfinite(schedule.min_lr) and 0 <= schedule.min_lr < schedule.lr):
-        raise ValueError(f"min_lr: expected a number in [0, lr = {schedule.lr!r}), got {schedule.min_lr!r}")
+    if not (math.isfinite(schedule.min_lr) and 0 < schedule.min_lr < schedule.lr):
+        raise ValueError(f"min_lr: expected a number in (0, lr = {schedule.lr!r}), got {schedule.min_lr!r}")
     for field in ("gamma", "factor"):
         if not 0 < getattr(schedule, field) <= 1:
             raise ValueError(f"{field}: expected a number in (0, 1], got {getattr(schedule, field)!r}")

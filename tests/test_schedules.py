@@ -68,8 +68,9 @@ def test_make_schedule_names_the_bad_setting():
         make_schedule("linear", 0.1, 10)
     with pytest.raises(ValueError, match=r"gamma: expected a number in \(0, 1\]"):
         make_schedule("step", 0.1, 10, gamma=2.0)
-    with pytest.raises(ValueError, match=r"min_lr: expected a number in \[0, lr"):
+    with pytest.raises(ValueError, match=r"min_lr: expected a number in \(0, lr"):
         make_schedule("cosine", 0.1, 10, min_lr=0.1)
+    assert make_schedule("cosine", 0.1, 10).lr_for(11, History()) == pytest.approx(0.001, rel=1e-15)
     with pytest.raises(TypeError, match=r"unknown schedule settings \['warmup'\]"):
         make_schedule("step", 0.1, 10, warmup=3)
     schedule = make_schedule("plateau", 0.1, 10, patience=0)
