@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--val-fraction > 0 (the test split never chooses the model) (default: off)")
     fit.add_argument("--lr-schedule", choices=schedules.SCHEDULES, default=None,
                      help="learning rate per epoch: step halves it every epochs/4 epochs, cosine decays it "
-                          "to 0 over --epochs, plateau halves it after 5 epochs without a lower validation "
-                          f"(else training) loss (default: {COMMON_DEFAULTS['lr_schedule']})")
+                          "to lr/100 over --epochs, plateau halves it after more than 5 epochs without a "
+                          f"lower validation (else training) loss (default: {COMMON_DEFAULTS['lr_schedule']})")
     fit.add_argument("--snapshot-every", type=_positive_int, default=None, metavar="N",
                      help="every N epochs draw reconstructions and samples from fixed z into snapshots/, "
                           "and at the end an animated snapshots/samples.gif (default: off)")
