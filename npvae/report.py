@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import write_atomically
-from .train import History
+from .history import History
 
 __all__ = ["write_report"]
 

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .train import History
+from . import _checks
+from .history import History
 
 __all__ = ["SCHEDULES", "Schedule", "make_schedule", "best_epoch", "should_stop", "StopTraining", "EarlyStopping"]
 
@@ -166,8 +167,7 @@ def best_epoch(history: History) -> int:
 
 def should_stop(history: History, patience: int) -> bool:
     """True when the last ``patience`` epochs all failed to beat the best validation loss before them."""
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience: expected a positive integer, got {patience!r}")
+    patience = _checks.positive_int("patience", patience)
     return len(history) - best_epoch(history) >= patience
 
 
@@ -193,8 +193,7 @@ class EarlyStopping:
     patience: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"patience: expected a positive integer, got {self.patience!r}")
+        _checks.positive_int("patience", self.patience)
 
     def __call__(self, epoch: int, history: History) -> None:
         if should_stop(history, self.patience):

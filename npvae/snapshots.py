@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
+from .history import History
 from .models.base import Autoencoder
-from .train import History
 
 __all__ = ["Snapshots", "write_gif"]
 
@@ -53,17 +54,14 @@ class Snapshots:
                  every: int, seed: int, n_samples: int = 64) -> None:
         if not isinstance(model, Autoencoder):
             raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
-        for name, value in (("every", every), ("n_samples", n_samples)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.every = _checks.positive_int("every", every)
+        n_samples = _checks.positive_int("n_samples", n_samples)
+        seed = _checks.int_at_least("seed", seed, 0)
         self.model = model
-        self.x_shown = model._as_batch(x_shown, name="x_shown")
+        self.x_shown = model.validate(x_shown, name="x_shown")
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
-        self.directory = Path(directory)
-        self.every = int(every)
-        self.z = np.random.default_rng(seed).standard_normal((int(n_samples), model.latent_dim)).astype(model.dtype)
+        self.directory = _checks.file_path(directory, name="directory")
+        self.z = np.random.default_rng(seed).standard_normal((n_samples, model.latent_dim)).astype(model.dtype)
 
     def __call__(self, epoch: int, history: History) -> None:
         if epoch % self.every == 0:

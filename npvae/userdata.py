@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import Dataset, _check_dtype
+from . import _checks
+from .datasets import Dataset
 
 __all__ = ["NO_LABEL", "IMAGE_SUFFIXES", "load_path", "split_validation"]
 
@@ -109,11 +110,8 @@ def load_path(
             raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
     resize = None if resize is None else _pair("resize", resize)
     image_shape = None if image_shape is None else _pair("image_shape", image_shape)
-    if not isinstance(unit_range, (bool, np.bool_)):
-        raise TypeError(f"unit_range: expected True or False, got {unit_range!r}")
-    out_dtype = _check_dtype(dtype)
-    if out_dtype == np.uint8:
-        raise TypeError(f"dtype: expected np.float32 or np.float64, got {dtype!r}")
+    _checks.boolean("unit_range", unit_range)
+    out_dtype = _checks.float_dtype(dtype)
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
 
@@ -154,8 +152,7 @@ def split_validation(data: Dataset, val_fraction: float, seed: int) -> tuple[Dat
         raise TypeError(f"val_fraction: expected a number in [0, 1), got {type(val_fraction).__name__}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = _checks.int_at_least("seed", seed, 0)
     if val_fraction == 0:
         return data, None
     n = data.x.shape[0]

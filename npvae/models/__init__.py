@@ -1,6 +1,7 @@
 """The models: AE and VAE."""
 
 from .ae import AE
-from .vae import VAE, LossTerms
+from .base import LossTerms, memory_bytes
+from .vae import VAE
 
-__all__ = ["AE", "VAE", "LossTerms"]
+__all__ = ["AE", "VAE", "LossTerms", "memory_bytes"]
