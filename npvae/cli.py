@@ -35,13 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, datasets, schedules, train, userdata
+from . import __version__, checkpoint, datasets, schedules, train
+from ._run_extras import RunExtras, data_label, data_splits, is_path, new_schedule
 from .activations import ACTIVATIONS
 from .models import AE, VAE
 from .models.base import Autoencoder
 from .optim import Adam
-from .report import write_report
-from .snapshots import Snapshots
 from ._files import write_atomically
 from .history import History
 from .train import TrainingError
@@ -91,10 +90,7 @@ TRAIN_SETTINGS = (
 # Settings added later: a config.json written before them resumes with their defaults.
 LATER_SETTINGS = ("output", "val_fraction", "lr_schedule", "patience", "snapshot_every", "resize", "scale")
 TRAIN_SETTINGS += LATER_SETTINGS
-BEST_FILE = "best.npz"
-REPORT_FILE = "report.md"
-SNAPSHOT_DIR = "snapshots"
-REPORT_IW_SAMPLES = 10  # K of the bound L_K in report.md: K times the decoder work of the ELBO
+
 # What ``--resume`` may change: the total epoch count and where the data files are.
 RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
@@ -168,10 +164,6 @@ def _data_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected one of {', '.join(datasets.DATASETS)} or an existing file or folder, got {text!r}")
     return str(path.resolve())
-
-
-def _is_path(data: str) -> bool:
-    return data not in datasets.DATASETS
 
 
 # -- the parser ----------------------------------------------------------------------------------
@@ -401,7 +393,7 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = _given_settings(args)
     data = given.get("data", COMMON_DEFAULTS["data"])
-    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH" if _is_path(data) else data], **given}
+    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH" if is_path(data) else data], **given}
     if settings["model"] == "ae":
         for name, flag in (("beta", "--beta"), ("kl_warmup", "--kl-warmup")):
             if name in given:
@@ -409,30 +401,11 @@ def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
     if settings["patience"] is not None and settings["val_fraction"] == 0:
         raise UserError("--patience needs a validation set: give --val-fraction F > 0 (the test split "
                         "is never used to choose the model)")
-    if not _is_path(data):
+    if not is_path(data):
         for name, flag in (("resize", "--resize"), ("scale", "--scale")):
             if name in given:
                 raise UserError(f"{flag} applies to your own data (--data PATH) only")
     return settings
-
-
-def _data_splits(settings: dict[str, Any], dtype: Any) -> tuple[datasets.Dataset, datasets.Dataset | None,
-                                                                 datasets.Dataset]:
-    """(train, validation or None, test) of a run's data, the validation rows drawn with its seed.
-
-    Your own data have no test split: "test" is the validation part (or, with nothing held out,
-    the training images themselves, which the figures then show).
-    """
-    data = settings["data"]
-    if _is_path(data):
-        full = datasets.load_path(data, scale=settings["scale"], resize=settings["resize"],
-                                  unit_range=settings["output"] == "bernoulli", dtype=dtype)
-        train_data, val_data = userdata.split_validation(full, settings["val_fraction"], settings["seed"])
-        return train_data, val_data, train_data if val_data is None else val_data
-    train_data = datasets.load(data, "train", settings["data_dir"], dtype=dtype)
-    test_data = datasets.load(data, "test", settings["data_dir"], dtype=dtype)
-    train_data, val_data = userdata.split_validation(train_data, settings["val_fraction"], settings["seed"])
-    return train_data, val_data, test_data
 
 
 def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
@@ -464,7 +437,7 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
         for stale in (MODEL_FILE, HISTORY_FILE):  # so that no earlier run's checkpoint passes for this one's
             (path / stale).unlink(missing_ok=True)
         return path
-    stem = f"{settings['model']}-{_data_label(settings['data'])}-{datetime.now():%Y%m%d-%H%M%S}"
+    stem = f"{settings['model']}-{data_label(settings['data'])}-{datetime.now():%Y%m%d-%H%M%S}"
     Path("runs").mkdir(exist_ok=True)
     for attempt in range(1, 1000):
         path = Path("runs") / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -564,38 +537,6 @@ def _report_interrupt(model_path: Path, csv_path: Path, run_dir: Path) -> int:
     return EXIT_INTERRUPTED
 
 
-def _data_label(data: str) -> str:
-    """How a run's data are named in titles and directory names: the file or folder name of a PATH."""
-    return Path(data).name if _is_path(data) else data
-
-
-def _schedule(settings: dict[str, Any], saved: dict[str, Any] | None) -> schedules.Schedule:
-    """The run's learning-rate schedule: the one saved in config.json when resuming (so that a
-    resume with a larger --epochs keeps the rates of the epochs already planned), else a new one."""
-    if saved is not None:
-        return schedules.make_schedule(**saved)
-    epochs = settings["epochs"]
-    return schedules.make_schedule(settings["lr_schedule"], settings["lr"], epochs,
-                                   step_epochs=max(1, epochs // 4), gamma=0.5, patience=5, factor=0.5)
-
-
-def _final_metrics(model: Autoencoder, test: datasets.Dataset, seed: int, binarize: bool) -> dict[str, float]:
-    """Mean nats per example on the test split (one z per example; for a VAE also -L_K, the
-    importance-weighted bound of Burda et al. 2016 with K samples: a tighter bound than the ELBO)."""
-    rng = np.random.default_rng(seed)
-    x = test.x
-    if binarize:
-        x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
-    terms = train.evaluate(model, x, rng=rng)
-    if not isinstance(model, VAE):
-        return {"reconstruction error (NLL)": terms["recon"]}
-    return {"negative ELBO (1 z per example)": terms["recon"] + terms["kl"],
-            "reconstruction": terms["recon"],
-            "KL(q(z|x) || N(0, I))": terms["kl"],
-            f"-L_{REPORT_IW_SAMPLES} (IWAE bound, K={REPORT_IW_SAMPLES})":
-                -float(model.log_likelihood(x, k=REPORT_IW_SAMPLES, rng=rng).mean())}
-
-
 def _train_command(args: argparse.Namespace) -> int:
     saved_schedule = None
     if args.resume is not None:
@@ -610,13 +551,9 @@ def _train_command(args: argparse.Namespace) -> int:
             print(f"{run_dir} has already trained {len(history)} epochs (--epochs {settings['epochs']}): "
                   "nothing to do; give a larger --epochs to train further")
             return EXIT_OK
-        if settings["patience"] is not None and schedules.should_stop(history, settings["patience"]):
-            print(f"{run_dir} stopped early after epoch {len(history)} (no improvement for --patience "
-                  f"{settings['patience']} epochs since epoch {schedules.best_epoch(history)}): nothing to do")
-            return EXIT_OK
     else:
         settings = _new_settings(args)
-    train_data, val_data, test_data = _data_splits(settings, settings["dtype"])
+    train_data, val_data, test_data = data_splits(settings, settings["dtype"])
     if args.resume is None:
         model = _build_model(settings, train_data.x.shape[1])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
@@ -625,29 +562,30 @@ def _train_command(args: argparse.Namespace) -> int:
         run_dir = _prepare_out(args.out, args.force, settings)
     else:
         _check_fits(model, train_data)
-    schedule = _schedule(settings, saved_schedule)
+    # a resumed run keeps the schedule it started with, even when --epochs grows
+    schedule = new_schedule(settings) if saved_schedule is None else schedules.make_schedule(**saved_schedule)
+    extras = RunExtras(settings, schedule, model, optimizer, run_dir, val_data, test_data)
+    if extras.already_stopped(history):
+        print(f"{run_dir} stopped early after epoch {len(history)} (no improvement for --patience "
+              f"{settings['patience']} epochs since epoch {schedules.best_epoch(history)}): nothing to do")
+        return EXIT_OK
     model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
-    best_path, report_path = run_dir / BEST_FILE, run_dir / REPORT_FILE
     _write_config(config_path, {**settings, "schedule": schedule.config()})
-    data_label = _data_label(settings["data"])
-    if val_data is not None:
-        x_val = val_data.x
-    else:  # the built-in data sets validate on their test split, own data without a held-out part not at all
-        x_val = None if _is_path(settings["data"]) else test_data.x
+    label = data_label(settings["data"])
 
     h, w = train_data.image_shape
     steps = math.ceil(train_data.x.shape[0] / settings["batch_size"])
     done = len(history)
-    print(f"npvae train: {type(model).__name__} on {data_label} -> {run_dir}"
+    print(f"npvae train: {type(model).__name__} on {label} -> {run_dir}"
           + (f" (resuming after epoch {done})" if done else ""))
     print(f"  model  {_describe(model)}: {model.num_parameters():,} parameters, {model.dtype}")
     parts = [f"train {train_data.x.shape}"]
     if val_data is not None:
         parts.append(f"validation {val_data.x.shape} (--val-fraction {settings['val_fraction']:g}, "
                      f"seed {settings['seed']})")
-    if not _is_path(settings["data"]):
+    if not is_path(settings["data"]):
         parts.append(f"test {test_data.x.shape}")
-    print(f"  data   {data_label} {h}x{w}: {', '.join(parts)}, {train_data.x.dtype}")
+    print(f"  data   {label} {h}x{w}: {', '.join(parts)}, {train_data.x.dtype}")
     print(f"  train  epochs {done + 1}..{settings['epochs']}, batch {settings['batch_size']} "
           f"({steps} steps per epoch), "
           f"Adam lr {schedule.lr:g} ({schedule.name} schedule), seed {settings['seed']}"
@@ -657,40 +595,27 @@ def _train_command(args: argparse.Namespace) -> int:
              if settings["patience"] is not None else ""))
     printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
     printer.header()
-    keep_best = val_data is not None
 
     def save_epoch(epoch: int, history: History) -> None:
-        schedule.apply(optimizer, history)  # the rate of the next epoch, saved with the optimizer
+        extras.after_epoch(epoch, history)
         checkpoint.save(model, model_path, optimizer=optimizer, history=history, rng=rng)
-        if keep_best and schedules.best_epoch(history) == epoch:
-            checkpoint.save(model, best_path, history=history)
         history.to_csv(csv_path)
         printer.epoch(epoch, history)
 
-    callbacks: list[train.Callback] = [save_epoch]
-    snapshots = None
-    if settings["snapshot_every"] is not None:
-        snapshots = Snapshots(model, test_data.x[:FIGURE_RECONSTRUCTIONS], test_data.image_shape,
-                              run_dir / SNAPSHOT_DIR, settings["snapshot_every"], settings["seed"])
-        callbacks.append(snapshots)
-    if settings["patience"] is not None:
-        callbacks.append(schedules.EarlyStopping(settings["patience"]))  # last: the epoch is saved first
-    schedule.apply(optimizer, history)
-    notes = []
+    extras.start(history)
     started = time.perf_counter()
     try:
         try:
             train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
-                      optimizer=optimizer, x_val=x_val, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
-                      binarize=settings["binarize"], history=history, callbacks=callbacks, progress=args.progress)
+                      optimizer=optimizer, x_val=extras.x_val(), rng=rng, kl_warmup_epochs=settings["kl_warmup"],
+                      binarize=settings["binarize"], history=history,
+                      callbacks=[save_epoch, *extras.trailing_callbacks()], progress=args.progress)
         except schedules.StopTraining as stop:
-            notes.append(f"Stopped early after epoch {stop.epoch} of {settings['epochs']}: {stop}.")
+            extras.stop(stop)
             print(f"npvae: {stop}")
         trained = time.perf_counter() - started
-        figures = _write_figures(model, test_data, history, run_dir, data_label, settings["seed"])
-        if snapshots is not None and (gif := snapshots.final(len(history))) is not None:
-            figures.append(gif)
-        metrics = _final_metrics(model, test_data, settings["seed"], settings["binarize"])
+        figures = _write_figures(model, test_data, history, run_dir, label, settings["seed"])
+        figures += extras.finish(history, figures, shlex.join(["npvae", *args.argv]))
     except KeyboardInterrupt:
         return _report_interrupt(model_path, csv_path, run_dir)
     except TrainingError as error:
@@ -699,17 +624,8 @@ def _train_command(args: argparse.Namespace) -> int:
         print(f"npvae: error: training diverged: {error}\n{kept}", file=sys.stderr)
         return EXIT_ERROR
 
-    if keep_best:
-        notes.append(f"{BEST_FILE} holds epoch {schedules.best_epoch(history)}, the lowest validation loss "
-                     f"({min(history.val_loss):.4f}); {MODEL_FILE} holds the last epoch.")
-    split = "validation split" if _is_path(settings["data"]) else "test split"
-    notes.append(f"Metrics on the {split} ({test_data.x.shape[0]} images), seed {settings['seed']}.")
-    write_report(report_path, command=shlex.join(["npvae", *args.argv]), settings=settings, model=repr(model),
-                 metrics=metrics, history=history, figures=[p for p in figures if p.suffix in (".png", ".gif")],
-                 notes=notes)
     print(f"trained to epoch {len(history)} in {trained:.1f} s; wrote:")
-    written = [model_path, *([best_path] if keep_best else []), csv_path, config_path, report_path, *figures]
-    for path in written:
+    for path in (model_path, csv_path, config_path, *figures):
         print(f"  {path}")
     print(f"evaluate: npvae eval {model_path}\n"
           f"continue: npvae train --resume {run_dir} --epochs {2 * settings['epochs']}")
@@ -738,14 +654,14 @@ def _load_split(checkpoint_path: Path, data_name: str, split: str, data_dir: str
     """A split of the data to evaluate or encode a checkpoint on. Own data are split as in training,
     from the config.json beside the checkpoint (seed, --val-fraction, --scale, --resize); their
     "test" split is the held-out validation part."""
-    if not _is_path(data_name):
+    if not is_path(data_name):
         return datasets.load(data_name, split, data_dir, dtype=model.dtype)
     try:
         config = _read_config(checkpoint_path.parent / CONFIG_FILE)
     except (UserError, OSError, UnicodeDecodeError):  # no training config: the defaults of a new run
         config = {}
     settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH"], **config, "data": data_name, "output": model.output}
-    train_data, _, test_data = _data_splits(settings, model.dtype)
+    train_data, _, test_data = data_splits(settings, model.dtype)
     return train_data if split == "train" else test_data
 
 
@@ -821,7 +737,7 @@ def _encode_command(args: argparse.Namespace) -> int:
     arrays["labels"] = data.labels
     write_atomically(out, lambda file: np.savez(file, **arrays))
     shapes = ", ".join(f"{name} {array.shape}" for name, array in arrays.items())
-    print(f"wrote {out}: {shapes} ({_data_label(data_name)} {args.split}, {type(model).__name__} from {path})")
+    print(f"wrote {out}: {shapes} ({data_label(data_name)} {args.split}, {type(model).__name__} from {path})")
     return EXIT_OK
 
 
