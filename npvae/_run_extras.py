@@ -57,6 +57,14 @@ def data_splits(settings: dict[str, Any], dtype: Any) -> tuple[datasets.Dataset,
     return train_data, val_data, test_data
 
 
+def clear_previous(run_dir: Path) -> None:
+    """Remove what an earlier run in ``run_dir`` left of these files (``--force``), so that none of
+    it passes for the new run's: best.npz, report.md, the snapshot frames and GIF."""
+    for path in (run_dir / BEST_FILE, run_dir / REPORT_FILE, *(run_dir / SNAPSHOT_DIR).glob("epoch_*.png"),
+                 run_dir / SNAPSHOT_DIR / "samples.gif"):
+        path.unlink(missing_ok=True)
+
+
 def new_schedule(settings: dict[str, Any]) -> schedules.Schedule:
     """The schedule of a new run: step halves the rate every epochs/4 epochs, cosine ends at
     lr/100, plateau halves it after more than 5 epochs without improvement."""

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, datasets, schedules, train
-from ._run_extras import RunExtras, data_label, data_splits, is_path, new_schedule
+from ._run_extras import RunExtras, clear_previous, data_label, data_splits, is_path, new_schedule
 from .activations import ACTIVATIONS
 from .models import AE, VAE
 from .models.base import Autoencoder
@@ -436,6 +436,7 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
         path.mkdir(parents=True, exist_ok=True)
         for stale in (MODEL_FILE, HISTORY_FILE):  # so that no earlier run's checkpoint passes for this one's
             (path / stale).unlink(missing_ok=True)
+        clear_previous(path)
         return path
     stem = f"{settings['model']}-{data_label(settings['data'])}-{datetime.now():%Y%m%d-%H%M%S}"
     Path("runs").mkdir(exist_ok=True)
@@ -472,7 +473,8 @@ class _EpochPrinter:
         if self.clear_progress:
             sys.stderr.write("\r\033[K")  # erase the progress line so the table row starts at column 0
             sys.stderr.flush()
-        values = "".join(f"{getattr(history, name)[-1]:>11.4f}" for name in self.names)
+        values = "".join(f"{getattr(history, name)[-1]:>11.4f}" if getattr(history, name) else f"{'-':>11}"
+                         for name in self.names)  # "-": own data trained with nothing held out
         print(f"{epoch:>6}{values}{history.seconds[-1]:>9.2f}", flush=True)
 
 
@@ -518,9 +520,9 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
         decoded, shape, out / "interpolation.png",
         title=f"{name}: from test image {first} (label {test.labels[first]}) "
               f"to test image {last} (label {test.labels[last]})"))
-    curves = history.as_dict()
+    curves = {name: values for name, values in history.as_dict().items() if values}  # no val_* without validation
     if not is_vae:
-        curves = {key: curves[key] for key in ("loss", "val_loss")}
+        curves = {key: curves[key] for key in ("loss", "val_loss") if key in curves}
     paths.append(plots.save_history(curves, out / "history.png", title=f"{name} on {data_name}: training history"))
     return paths
 

@@ -143,3 +143,12 @@ def test_bad_own_data_and_options_give_clear_errors(tmp_path, capsys):
     assert "--patience needs a validation set" in capsys.readouterr().err
     assert main(["train", "--resize", "4", "4", "--out", str(tmp_path / "z")]) == 1
     assert "--resize applies to your own data" in capsys.readouterr().err
+
+
+def test_force_removes_an_earlier_runs_best_report_and_snapshots(tmp_path, data_file):
+    out = tmp_path / "run"
+    assert train(out, data_file, "--epochs", "2", "--snapshot-every", "1") == 0
+    assert train(out, data_file, "--epochs", "1", "--val-fraction", "0", "--force", "--model", "ae") == 0
+    assert not (out / "best.npz").exists() and not (out / "snapshots" / "samples.gif").exists()
+    assert not list((out / "snapshots").glob("epoch_*.png"))
+    assert "Trained 1 epoch." in (out / "report.md").read_text()
