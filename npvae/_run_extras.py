@@ -26,6 +26,7 @@ REPORT_FILE = "report.md"
 SNAPSHOT_DIR = "snapshots"
 REPORT_IW_SAMPLES = 10  # K of the bound L_K in report.md: K times the decoder work of the ELBO
 SNAPSHOT_IMAGES = 10  # reconstructions per snapshot
+EXTRA_RUN_FILES = (BEST_FILE, REPORT_FILE)  # beside the command's own files in the run directory
 
 
 def is_path(data: str) -> bool:
