@@ -5,14 +5,15 @@ __version__ = "0.1.0"
 import sys
 
 from . import _kernels as kernels
-from . import datasets
+from . import check, datasets, interop
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
 from .losses import bce_with_logits, gaussian_kl, gaussian_nll, squared_error
-from .models import AE, VAE, LossTerms
+from .models import AE, VAE, VQVAE, LossTerms
 from .nn import Dense, Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
+from .priors import CategoricalPrior, MADEPrior
 from .reparam import Reparameterization
 from .history import History
 from .train import TrainingError, evaluate, fit
@@ -35,6 +36,8 @@ __all__ = [
     "AE", "Adam", "Checkpoint", "CheckpointError", "Dense", "GradcheckReport", "History",
     "Identity", "LeakyReLU", "LossTerms", "Module", "Parameter", "ReLU", "Reparameterization",
     "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
-    "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
-    "gradcheck_module", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error", "__version__",
+    "check", "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
+    "gradcheck_module", "interop", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error",
+    "__version__",
+    "VQVAE", "MADEPrior", "CategoricalPrior",
 ]

@@ -36,6 +36,7 @@ from . import _checks
 from . import _kernels as kernels
 from .history import History
 from .models.base import Autoencoder
+from .models.vqvae import VQVAE, code_usage
 from .nn import Parameter
 from .optim import Adam, Optimizer
 
@@ -152,7 +153,9 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl.
+        ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl. For a
+        VQ-VAE ``kl`` is its VQ terms, ``loss = recon + kl``, and the dict adds ``perplexity``
+        and ``codes_used`` of the code assignments of x (see ``npvae.models.vqvae.code_usage``).
 
     Raises
     ------
@@ -173,6 +176,8 @@ def evaluate(
             f"x: the model's loss on these data is not finite ({metrics}): its computation overflows "
             f"{model.dtype} (largest |x| = {_max_abs(x):.3g}; rescale the data)"
         )
+    if isinstance(model, VQVAE):
+        metrics["perplexity"], metrics["codes_used"] = code_usage(model.code_counts(x, batch_size))
     return metrics
 
 
@@ -249,7 +254,8 @@ class _Epochs:
         self.model, self.optimizer, self.x_train = model, optimizer, x_train
         self.batch_size, self.binarize, self.rng = batch_size, binarize, rng
         self.batches = math.ceil(x_train.shape[0] / batch_size)
-        self.beta = float(getattr(model, "beta", 0.0))
+        # the weight of the kl field in the loss; a VQ-VAE's beta weighs its commitment term inside it
+        self.beta = 1.0 if isinstance(model, VQVAE) else float(getattr(model, "beta", 0.0))
         self.warmup_steps = kl_warmup_epochs * self.batches
         parameters = model.parameters()
         self.gradients = _flat_buffers([parameter.grad for parameter in parameters])
@@ -277,6 +283,8 @@ class _Epochs:
                 kl_sum += model.last_kl * x_batch.shape[0]
                 if display is not None:
                     display.batch(epoch, batch, self.loss)
+        if isinstance(model, VQVAE):  # the epoch's code usage; dead-code restarts draw from rng
+            self.code_usage = model.end_epoch(self.rng)
         return recon_sum / n, kl_sum / n, kl_weight
 
     def _step_error(self, epoch: int, batch: int, first_step: bool) -> TrainingError:
@@ -382,7 +390,8 @@ def fit(
     rng : numpy.random.Generator or None
         The one source of randomness, used in this order: each epoch a permutation of the
         training rows; each step the binarization draws (if ``binarize``) and then the VAE's
-        noise eps; after the epoch the validation noise. Pass the generator restored from a
+        noise eps; after the epoch a VQ-VAE's dead-code restarts (if enabled), then the
+        validation noise. Pass the generator restored from a
         checkpoint to resume a run exactly. It is advanced in place.
     kl_warmup_epochs : int
         Epochs over which the VAE's KL weight rises linearly, per step, from 0 to beta (0: no
@@ -462,6 +471,9 @@ def fit(
             loop.check_state(epoch)
             metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch)
             _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
+            if isinstance(model, VQVAE):
+                history.perplexity.append(loop.code_usage[0])
+                history.codes_used.append(loop.code_usage[1])
             if display is not None:
                 display.epoch(epoch, history)
             for callback in callbacks:
