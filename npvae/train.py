@@ -183,16 +183,24 @@ def evaluate(
 
 # -- progress display --------------------------------------------------------------------------
 class _Progress:
-    """A one-line status on a text stream, rewritten in place with \\r (at most ~10 times a second)."""
+    """A one-line status on a text stream, rewritten in place with \r (at most ~10 times a second).
+
+    Besides the epoch, batch and loss it shows the time since ``fit`` started, the estimated time
+    left (elapsed * remaining steps / steps done: the run so far predicts the rest) and the
+    training throughput in images per second.
+    """
 
     _INTERVAL_SECONDS = 0.1
 
-    def __init__(self, stream: TextIO, last_epoch: int, batches_per_epoch: int) -> None:
+    def __init__(self, stream: TextIO, first_epoch: int, last_epoch: int, batches_per_epoch: int) -> None:
         self.stream = stream
+        self.first_epoch = first_epoch
         self.last_epoch = last_epoch
         self.batches_per_epoch = batches_per_epoch
         self.width = 0
         self.shown_at = -math.inf
+        self.started = time.perf_counter()
+        self.images = 0
 
     def _show(self, text: str) -> None:
         self.stream.write("\r" + text.ljust(self.width))
@@ -200,20 +208,38 @@ class _Progress:
         self.width = len(text)
         self.shown_at = time.perf_counter()
 
-    def batch(self, epoch: int, batch: int, loss: float) -> None:
+    def _timing(self, steps_done: int) -> str:
+        elapsed = time.perf_counter() - self.started
+        steps_total = (self.last_epoch - self.first_epoch + 1) * self.batches_per_epoch
+        remaining = elapsed * (steps_total - steps_done) / max(steps_done, 1)
+        rate = self.images / elapsed if elapsed > 0 else 0.0
+        return f"  {_clock(elapsed)} elapsed  ETA {_clock(remaining)}  {rate:,.0f} img/s"
+
+    def batch(self, epoch: int, batch: int, loss: float, rows: int) -> None:
+        self.images += rows
         if time.perf_counter() - self.shown_at >= self._INTERVAL_SECONDS:
-            self._show(f"epoch {epoch}/{self.last_epoch}  batch {batch}/{self.batches_per_epoch}  loss {loss:.4g}")
+            steps_done = (epoch - self.first_epoch) * self.batches_per_epoch + batch
+            self._show(f"epoch {epoch}/{self.last_epoch}  batch {batch}/{self.batches_per_epoch}  loss {loss:.4g}"
+                       + self._timing(steps_done))
 
     def epoch(self, epoch: int, history: History) -> None:
         text = f"epoch {epoch}/{self.last_epoch}  loss {history.loss[-1]:.4g}"
         if history.has_validation:
             text += f"  val_loss {history.val_loss[-1]:.4g}"
-        self._show(text + f"  {history.seconds[-1]:.2f} s")
+        steps_done = (epoch - self.first_epoch + 1) * self.batches_per_epoch
+        self._show(text + f"  {history.seconds[-1]:.2f} s" + self._timing(steps_done))
 
     def close(self) -> None:
         if self.width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    """1:05 for 65 s, 1:01:05 past an hour."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _progress_stream(progress: bool | None) -> TextIO | None:
@@ -282,7 +308,7 @@ class _Epochs:
                 recon_sum += model.last_recon * x_batch.shape[0]
                 kl_sum += model.last_kl * x_batch.shape[0]
                 if display is not None:
-                    display.batch(epoch, batch, self.loss)
+                    display.batch(epoch, batch, self.loss, x_batch.shape[0])
         if isinstance(model, VQVAE):  # the epoch's code usage; dead-code restarts draw from rng
             self.code_usage = model.end_epoch(self.rng)
         return recon_sum / n, kl_sum / n, kl_weight
@@ -463,7 +489,7 @@ def fit(
     loop = _Epochs(model, optimizer, x_train, batch_size, binarize, rng, kl_warmup_epochs)
     first_epoch, last_epoch = len(history) + 1, len(history) + epochs
     stream = _progress_stream(progress)
-    display = _Progress(stream, last_epoch, loop.batches) if stream is not None else None
+    display = _Progress(stream, first_epoch, last_epoch, loop.batches) if stream is not None else None
     try:
         for epoch in range(first_epoch, last_epoch + 1):
             started = time.perf_counter()
