@@ -506,7 +506,10 @@ def _refuse_beyond_memory(needed: float, what: str, advice: str) -> None:
 
 # -- the run directory: lock, stale files -------------------------------------------------------------
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process ``pid`` exists (signal 0 checks without sending anything). On Windows
+    os.kill would terminate it: there every holder counts as alive, and the message says which
+    lock file to remove."""
+    if pid == os.getpid() or os.name == "nt":
         return True
     try:
         os.kill(pid, 0)

@@ -4,9 +4,10 @@
     fit(model, x, epochs, callbacks=[snapshots])       # epoch_0005_samples.png, ..._reconstructions.png
     snapshots.write_gif()                              # samples.gif: one frame per snapshot
 
-The samples decode the same codes z every time, drawn once from ``default_rng(seed)`` (not from
+The samples decode the same codes every time, drawn once from ``default_rng(seed)`` (not from
 the training generator, so snapshots never change a run), which shows one set of images taking
-shape over training. The GIF is assembled from the sample PNGs on disk, so the frames of a run
+shape over training: z ~ N(0, I) for an AE or a VAE, code indices drawn uniformly from the
+codebook for a VQ-VAE (which has no fixed prior; its learned priors come after training). The GIF is assembled from the sample PNGs on disk, so the frames of a run
 stopped and resumed are all there. Like every npvae figure, nothing here prints or uses pyplot.
 """
 
@@ -61,7 +62,13 @@ class Snapshots:
         self.x_shown = model.validate(x_shown, name="x_shown")
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.directory = _checks.file_path(directory, name="directory")
-        self.z = np.random.default_rng(seed).standard_normal((n_samples, model.latent_dim)).astype(model.dtype)
+        rng = np.random.default_rng(seed)
+        if hasattr(model, "decode_indices"):  # a VQ-VAE: fixed code indices, uniform over the codebook
+            self.codes = rng.integers(0, model.num_codes, (n_samples, model.num_latents))
+            self._decode = lambda: model.decode_indices(self.codes)
+        else:
+            self.codes = rng.standard_normal((n_samples, model.latent_dim)).astype(model.dtype)
+            self._decode = lambda: model.decode(self.codes)
 
     def __call__(self, epoch: int, history: History) -> None:
         if epoch % self.every == 0:
@@ -74,13 +81,13 @@ class Snapshots:
         name = type(self.model).__name__
         # a Gaussian decoder's means may leave [0, 1]: clipped for display only
         shown = np.clip(self.model.reconstruct(self.x_shown), 0.0, 1.0)
-        samples = np.clip(self.model.decode(self.z), 0.0, 1.0)
+        samples = np.clip(self._decode(), 0.0, 1.0)
         return [
             plots.save_reconstructions(np.clip(self.x_shown, 0.0, 1.0), shown, self.image_shape,
                                        self.directory / f"epoch_{epoch:04d}_reconstructions.png",
                                        n=len(shown), title=f"{name} reconstructions after epoch {epoch}"),
             plots.save_image_grid(samples, self.image_shape, self.directory / f"epoch_{epoch:04d}_samples.png",
-                                  title=f"{name}: the same z decoded after epoch {epoch}"),
+                                  title=f"{name}: the same codes decoded after epoch {epoch}"),
         ]
 
     def final(self, epoch: int) -> Path | None:

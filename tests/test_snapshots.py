@@ -35,7 +35,7 @@ def test_snapshots_use_fixed_codes_and_leave_training_unchanged(tmp_path):
     model = npvae.VAE(16, [8], 2, seed=0)
     first = Snapshots(model, X[:5], (4, 4), tmp_path / "a", every=1, seed=7)
     second = Snapshots(model, X[:5], (4, 4), tmp_path / "b", every=1, seed=7)
-    np.testing.assert_array_equal(first.z, second.z)
+    np.testing.assert_array_equal(first.codes, second.codes)
     npvae.fit(model, X, 4, batch_size=10, seed=1, callbacks=[first], progress=False)
     for own, other in zip(model.parameters(), plain.parameters()):
         np.testing.assert_array_equal(own.value, other.value)
@@ -51,3 +51,11 @@ def test_snapshots_check_their_arguments(tmp_path):
         Snapshots(model, X[:5], (4, 4), tmp_path, every=0, seed=0)
     with pytest.raises(ValueError, match=r"x_shown: expected shape \(batch, 16\)"):
         Snapshots(model, X[:5, :4], (4, 4), tmp_path, every=1, seed=0)
+
+
+def test_vqvae_snapshots_decode_fixed_code_indices(tmp_path):
+    model = npvae.VQVAE(16, [8], code_dim=2, num_latents=2, num_codes=4, seed=0)
+    snapshots = Snapshots(model, X[:5], (4, 4), tmp_path, every=1, seed=0)
+    assert snapshots.codes.shape == (64, 2) and snapshots.codes.max() < 4
+    snapshots.write(1)
+    assert (tmp_path / "epoch_0001_samples.png").is_file()
