@@ -389,6 +389,7 @@ def fit(
     history: History | None = None,
     callbacks: Iterable[Callback] = (),
     progress: bool | None = None,
+    iw_samples: int = 1,
 ) -> History:
     """Train ``model`` in place for ``epochs`` epochs of minibatch descent; return the history.
 
@@ -432,6 +433,12 @@ def fit(
     progress : bool or None
         Show a one-line progress display on stderr: None shows it only when stderr is a
         terminal. It is the only output of training.
+    iw_samples : int
+        k of the importance-weighted objective (Burda et al. 2016): each step minimises -L_k
+        with k codes per example (``VAE.iw_loss_and_grads``; eps drawn as (batch, k, latent)).
+        1 (default) is the VAE's usual objective, exactly. k >= 2 needs a VAE with beta = 1 and
+        no KL warm-up; ``recon`` then records the weighted reconstruction sum_i w~_i recon_i and
+        ``kl`` the rest of -L_k, so that ``loss`` is -L_k. Validation stays one z per example.
 
     Returns
     -------
@@ -465,6 +472,13 @@ def fit(
     kl_warmup_epochs = _int_at_least("kl_warmup_epochs", kl_warmup_epochs, 0)
     binarize = _check_bool("binarize", binarize)
     progress = _check_bool("progress", progress, allow_none=True)
+    iw_samples = _int_at_least("iw_samples", iw_samples, 1)
+    if iw_samples > 1:
+        if not hasattr(model, "iw_loss_and_grads"):
+            raise ValueError(f"iw_samples: the importance-weighted objective needs a VAE, got {type(model).__name__}")
+        if model.beta != 1.0 or kl_warmup_epochs:
+            raise ValueError(f"iw_samples: k = {iw_samples} needs beta = 1 and kl_warmup_epochs = 0 (the bound "
+                             f"L_k has no KL weight), got beta {model.beta!r}, kl_warmup_epochs {kl_warmup_epochs}")
     x_train = model._as_batch(x_train, name="x_train")
     if binarize and (x_train.min() < 0 or x_train.max() > 1):
         raise ValueError(
@@ -522,7 +536,10 @@ def fit(
                         x_batch = (rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
                     step = (epoch - 1) * batches_per_epoch + batch
                     kl_weight = _kl_weight(beta, step, warmup_steps)
-                    loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
+                    if iw_samples > 1:
+                        loss = model._iw_loss_and_grads(x_batch, None, rng, iw_samples)
+                    else:
+                        loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
                     if not (math.isfinite(loss) and _finite_arrays(gradients)):
                         what = "loss" if not math.isfinite(loss) else "gradient"
                         first_step = epoch == first_epoch and batch == 1
