@@ -5,7 +5,7 @@ checkpoint is read with ``np.load(path, allow_pickle=False)`` and loading one ne
 
     format_version      int64, 0-d                  1
     contents            str, 1-D                    the names of all the other arrays
-    model_class         str, 0-d                    "AE" or "VAE"
+    model_class         str, 0-d                    "AE", "VAE" or "CVAE"
     model_config        str, 0-d                    JSON of model.config() (constructor arguments)
     param/<name>        float arrays                one per model.named_parameters() entry
     optimizer_class     str, 0-d   (optional)       "Adam" or "SGD"
@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .models import AE, VAE
+from .models import AE, CVAE, VAE
 from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
 from ._files import write_atomically
@@ -44,7 +44,7 @@ __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "save", "load", "l
 FORMAT_VERSION = 1
 """Version of the layout written by :func:`save`; :func:`load_checkpoint` reads only this one."""
 
-_MODEL_CLASSES: dict[str, type[Autoencoder]] = {"AE": AE, "VAE": VAE}
+_MODEL_CLASSES: dict[str, type[Autoencoder]] = {"AE": AE, "VAE": VAE, "CVAE": CVAE}
 _OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {"Adam": Adam, "SGD": SGD}
 _BIT_GENERATORS: dict[str, type[np.random.BitGenerator]] = {
     "PCG64": np.random.PCG64,
@@ -111,7 +111,7 @@ def save(
         a parameter or optimizer state holding NaN or inf (nothing is written then).
     """
     if type(model) not in _MODEL_CLASSES.values():
-        raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
+        raise TypeError(f"model: expected an npvae AE, VAE or CVAE, got {type(model).__name__}")
     path = _check_path(path)
     arrays: dict[str, np.ndarray] = {
         "model_class": _text(type(model).__name__),
