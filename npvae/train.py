@@ -38,6 +38,7 @@ import numpy as np
 
 from ._files import write_atomically
 from .models.base import Autoencoder
+from .models.cvae import CVAE
 from .nn import Parameter, _all_finite
 from .optim import Adam, Optimizer
 
@@ -233,6 +234,15 @@ def _check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
     return bool(value)
 
 
+def _labels_for(model: Autoencoder, name: str, y: Any, rows: int) -> np.ndarray | None:
+    """A CVAE's labels, validated; None for the other models, which take none."""
+    if isinstance(model, CVAE):
+        return model._as_labels(y, rows, name=name)
+    if y is not None:
+        raise ValueError(f"{name}: only a CVAE takes class labels; this is a {type(model).__name__}")
+    return None
+
+
 def _check_rng(rng: Any) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
@@ -240,14 +250,17 @@ def _check_rng(rng: Any) -> np.random.Generator:
 
 
 # -- evaluation --------------------------------------------------------------------------------
-def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch_size: int) -> dict[str, float]:
-    """Mean loss terms over x; may hold inf or NaN where the model overflows (callers check)."""
+def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch_size: int,
+              y: np.ndarray | None = None) -> dict[str, float]:
+    """Mean loss terms over x (with its labels y for a CVAE); may hold inf or NaN where the model
+    overflows (callers check)."""
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     # an overflow shows up as a non-finite total, which the callers report as an error
     # naming the data: NumPy's overflow warnings would only repeat it, less clearly
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for start in range(0, x.shape[0], batch_size):
-            terms = model._terms(x[start : start + batch_size], None, rng)
+            rows = slice(start, start + batch_size)
+            terms = model._terms(x[rows], None, rng) if y is None else model._terms(x[rows], y[rows], None, rng)
             for name in totals:
                 totals[name] += float(getattr(terms, name).sum(dtype=np.float64))
     return {name: total / x.shape[0] for name, total in totals.items()}
@@ -258,7 +271,8 @@ def _max_abs(x: np.ndarray) -> float:
 
 
 def evaluate(
-    model: Autoencoder, x: Any, rng: np.random.Generator | None = None, batch_size: int = _EVAL_BATCH_SIZE
+    model: Autoencoder, x: Any, rng: np.random.Generator | None = None, batch_size: int = _EVAL_BATCH_SIZE,
+    y: Any = None,
 ) -> dict[str, float]:
     """Mean per-example loss terms of ``model`` on ``x``, in nats.
 
@@ -272,6 +286,8 @@ def evaluate(
         so that the same model and data always give the same numbers. An AE ignores it.
     batch_size : int
         Rows per forward pass (bounds memory; the result does not depend on it for an AE).
+    y : integer array (n,) or None
+        The class labels of ``x``: required by a CVAE, refused by the other models.
 
     Returns
     -------
@@ -291,7 +307,8 @@ def evaluate(
     x = model._as_batch(x)
     rng = np.random.default_rng(0) if rng is None else _check_rng(rng)
     batch_size = _int_at_least("batch_size", batch_size, 1)
-    metrics = _evaluate(model, x, rng, batch_size)
+    y = _labels_for(model, "y", y, x.shape[0])
+    metrics = _evaluate(model, x, rng, batch_size, y)
     if not all(math.isfinite(value) for value in metrics.values()):
         raise ValueError(
             f"x: the model's loss on these data is not finite ({metrics}): its computation overflows "
@@ -390,6 +407,8 @@ def fit(
     callbacks: Iterable[Callback] = (),
     progress: bool | None = None,
     iw_samples: int = 1,
+    y_train: Any = None,
+    y_val: Any = None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` epochs of minibatch descent; return the history.
 
@@ -439,6 +458,9 @@ def fit(
         1 (default) is the VAE's usual objective, exactly. k >= 2 needs a VAE with beta = 1 and
         no KL warm-up; ``recon`` then records the weighted reconstruction sum_i w~_i recon_i and
         ``kl`` the rest of -L_k, so that ``loss`` is -L_k. Validation stays one z per example.
+    y_train, y_val : integer arrays (n,), (m,) or None
+        Class labels of ``x_train`` and ``x_val`` (0 .. num_classes - 1): required by a CVAE
+        (each batch is trained with its rows' labels), refused by the other models.
 
     Returns
     -------
@@ -485,8 +507,12 @@ def fit(
             f"x_train: binarize=True needs values in [0, 1] (probabilities), got values in "
             f"[{x_train.min():g}, {x_train.max():g}]"
         )
+    y_train = _labels_for(model, "y_train", y_train, x_train.shape[0])
     if x_val is not None:
         x_val = model._as_batch(x_val, name="x_val")
+        y_val = _labels_for(model, "y_val", y_val, x_val.shape[0])
+    elif y_val is not None:
+        raise ValueError("y_val: labels given without x_val")
     parameters = model.parameters()
     optimizer = Adam(parameters, lr=1e-3) if optimizer is None else _check_optimizer(optimizer, parameters)
     rng = np.random.default_rng(seed) if rng is None else _check_rng(rng)
@@ -531,13 +557,16 @@ def fit(
             # batch; NumPy's overflow warnings from inside the model would only repeat it
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 for batch in range(1, batches_per_epoch + 1):
-                    x_batch = x_train[order[(batch - 1) * batch_size : batch * batch_size]]
+                    picked = order[(batch - 1) * batch_size : batch * batch_size]
+                    x_batch = x_train[picked]
                     if binarize:
                         x_batch = (rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
                     step = (epoch - 1) * batches_per_epoch + batch
                     kl_weight = _kl_weight(beta, step, warmup_steps)
                     if iw_samples > 1:
                         loss = model._iw_loss_and_grads(x_batch, None, rng, iw_samples)
+                    elif y_train is not None:
+                        loss = model._loss_and_grads(x_batch, y_train[picked], None, rng, kl_weight)
                     else:
                         loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
                     if not (math.isfinite(loss) and _finite_arrays(gradients)):
@@ -565,7 +594,7 @@ def fit(
                     epoch=epoch, batch=0, loss=loss,
                 )
             if x_val is not None:
-                metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE)
+                metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE, y_val)
                 if not all(math.isfinite(value) for value in metrics.values()):
                     raise TrainingError(
                         f"non-finite validation loss after epoch {epoch} ({metrics}): the model's "

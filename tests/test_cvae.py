@@ -244,3 +244,40 @@ def test_cvae_loss_and_gradients_match_torch_autograd(output: str, dtype, rtol: 
         expected = grad.T if name.endswith("weight") else grad
         scale = float(np.abs(expected).max())
         np.testing.assert_allclose(ours[name].grad, expected, rtol=rtol, atol=rtol * 1e-2 * scale, err_msg=name)
+
+
+# -- training with labels --------------------------------------------------------------------------
+DIGITS = npvae.datasets.load("digits", "train")
+DIGITS_TEST = npvae.datasets.load("digits", "test")
+
+
+def test_a_trained_cvae_uses_the_label_its_elbo_is_higher_with_the_true_one() -> None:
+    model = CVAE(64, 10, (64,), 4, seed=16)
+    history = npvae.fit(model, DIGITS.x, 10, batch_size=50, y_train=DIGITS.labels, x_val=DIGITS_TEST.x,
+                        y_val=DIGITS_TEST.labels, progress=False)
+    assert history.val_loss[-1] < history.val_loss[0]
+    eps = np.random.default_rng(0).standard_normal((DIGITS_TEST.x.shape[0], 4))
+    true = model.elbo(DIGITS_TEST.x, DIGITS_TEST.labels, eps=eps).mean()
+    wrong = model.elbo(DIGITS_TEST.x, (DIGITS_TEST.labels + 5) % 10, eps=eps).mean()
+    assert true > wrong + 1.0
+    np.testing.assert_allclose(
+        npvae.evaluate(model, DIGITS_TEST.x, rng=np.random.default_rng(1), y=DIGITS_TEST.labels)["loss"],
+        -model.elbo(DIGITS_TEST.x, DIGITS_TEST.labels, rng=np.random.default_rng(1)).mean(), rtol=1e-12)
+
+
+def test_fit_and_evaluate_check_the_labels() -> None:
+    x, labels = DIGITS.x[:20], DIGITS.labels[:20]
+    with pytest.raises(ValueError, match=r"^y_train: a CVAE needs the class labels of the data"):
+        npvae.fit(CVAE(64, 10, (8,), 2), x, 1)
+    with pytest.raises(ValueError, match=r"^y_train: expected 20 labels"):
+        npvae.fit(CVAE(64, 10, (8,), 2), x, 1, y_train=labels[:19])
+    with pytest.raises(ValueError, match=r"^y_train: expected labels in 0 \.\. 4, got values in \[0, 9\]"):
+        npvae.fit(CVAE(64, 5, (8,), 2), x, 1, y_train=labels)
+    with pytest.raises(ValueError, match=r"^y_val: a CVAE needs the class labels"):
+        npvae.fit(CVAE(64, 10, (8,), 2), x, 1, y_train=labels, x_val=x)
+    with pytest.raises(ValueError, match=r"^y_val: labels given without x_val"):
+        npvae.fit(CVAE(64, 10, (8,), 2), x, 1, y_train=labels, y_val=labels)
+    with pytest.raises(ValueError, match=r"^y_train: only a CVAE takes class labels; this is a VAE"):
+        npvae.fit(npvae.VAE(64, (8,), 2), x, 1, y_train=labels)
+    with pytest.raises(ValueError, match=r"^y: a CVAE needs the class labels"):
+        npvae.evaluate(CVAE(64, 10, (8,), 2), x)

@@ -206,3 +206,44 @@ def test_iw_loss_and_gradients_match_torch_autograd(output: str, k: int) -> None
         actual = dict(model.named_parameters())[name].grad
         scale = float(np.abs(expected).max())
         np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12 * scale, err_msg=name)
+
+
+# -- training on it --------------------------------------------------------------------------------
+DIGITS = npvae.datasets.load("digits", "train")
+DIGITS_TEST = npvae.datasets.load("digits", "test")
+
+
+def test_fit_with_iw_samples_one_is_fit_to_the_bit() -> None:
+    runs = []
+    for options in ({}, {"iw_samples": 1}):
+        model = VAE(64, (16,), 4, seed=12)
+        history = npvae.fit(model, DIGITS.x[:300], 2, batch_size=50, seed=3, binarize=True, progress=False, **options)
+        runs.append((history.as_dict(), model.state_dict()))
+    (history_a, state_a), (history_b, state_b) = runs
+    assert {k: v for k, v in history_a.items() if k != "seconds"} == \
+        {k: v for k, v in history_b.items() if k != "seconds"}
+    for name in state_a:
+        np.testing.assert_array_equal(state_a[name], state_b[name], err_msg=name)
+
+
+def test_fit_on_the_iwae_objective_raises_the_held_out_bound_and_records_minus_l_k() -> None:
+    model = VAE(64, (32,), 8, activation="tanh", seed=13)
+    x_test = (np.random.default_rng(0).random(DIGITS_TEST.x.shape) < DIGITS_TEST.x).astype(np.float64)
+    before = -model.log_likelihood(x_test, k=5, rng=np.random.default_rng(1)).mean()
+    history = npvae.fit(model, DIGITS.x, 3, batch_size=100, iw_samples=5, binarize=True, progress=False)
+    after = -model.log_likelihood(x_test, k=5, rng=np.random.default_rng(1)).mean()
+    assert after < before - 5.0
+    assert history.loss[-1] < history.loss[0]
+    assert history.loss == [r + kl for r, kl in zip(history.recon, history.kl)]
+
+
+def test_fit_refuses_iw_samples_where_the_bound_does_not_apply() -> None:
+    x = DIGITS.x[:20]
+    with pytest.raises(ValueError, match=r"^iw_samples: expected a positive integer, got 0"):
+        npvae.fit(VAE(64, (8,), 2), x, 1, iw_samples=0)
+    with pytest.raises(ValueError, match=r"^iw_samples: the importance-weighted objective needs a VAE, got AE"):
+        npvae.fit(npvae.AE(64, (8,), 2), x, 1, iw_samples=2)
+    with pytest.raises(ValueError, match=r"^iw_samples: k = 2 needs beta = 1 and kl_warmup_epochs = 0"):
+        npvae.fit(VAE(64, (8,), 2, beta=0.5), x, 1, iw_samples=2)
+    with pytest.raises(ValueError, match=r"^iw_samples: k = 3 needs beta = 1 and kl_warmup_epochs = 0"):
+        npvae.fit(VAE(64, (8,), 2), x, 1, iw_samples=3, kl_warmup_epochs=1)
