@@ -95,7 +95,7 @@ def save(
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE or CVAE
     path : str or os.PathLike
         Written exactly there (no suffix is added), atomically; its directory must exist.
     optimizer : Adam, SGD or None
@@ -337,7 +337,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Returns
     -------
     Checkpoint
-        ``model`` (AE or VAE rebuilt from its config, parameters loaded: its outputs equal the
+        ``model`` (AE, VAE or CVAE rebuilt from its config, parameters loaded: its outputs equal the
         saved model's), ``optimizer`` (the same class and hyperparameters over
         ``model.parameters()``, state loaded, so its next step is the one the saved optimizer
         would have taken), ``history``, ``rng`` (a Generator in the saved state), each None if

@@ -5,6 +5,9 @@
     npvae train --resume runs/vae-digits-...      continue a stopped run to its --epochs, to the bit
     npvae eval runs/vae-digits-.../model.npz      test-set negative ELBO, its terms, IWAE log p(x)
     npvae sample runs/vae-digits-.../model.npz    a grid of images decoded from z ~ N(0, I)
+    npvae train --model cvae                      a conditional VAE (labels in, "draw me a 7" out)
+    npvae sample runs/cvae-digits-.../model.npz --label 7
+    npvae train --iw-samples 5 --binarize         a VAE trained on the IWAE bound L_5
 
 A training run writes into one directory: ``model.npz`` (a checkpoint of the model, the Adam
 state, the history and the random generator, replaced atomically after every epoch),
@@ -34,7 +37,7 @@ import numpy as np
 
 from . import __version__, checkpoint, datasets, train
 from .activations import ACTIVATIONS
-from .models import AE, VAE
+from .models import AE, CVAE, VAE
 from .models.base import Autoencoder
 from .optim import Adam
 from ._files import write_atomically
@@ -62,6 +65,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "activation": "leaky_relu",
     "dtype": "float32",
     "data_dir": None,
+    "iw_samples": 1,
 }
 # Per data set: 1,500 images of 8x8 need many short epochs and take a larger step; 60,000 of
 # 28x28 need few epochs and wider layers.
@@ -72,14 +76,17 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 TRAIN_SETTINGS = (
     "model", "data", "epochs", "latent_dim", "hidden", "beta", "batch_size", "lr", "seed",
-    "kl_warmup", "binarize", "activation", "dtype", "data_dir",
+    "kl_warmup", "binarize", "activation", "dtype", "data_dir", "iw_samples",
 )
+# Settings added after the first release, with the value that runs written before them used.
+LATER_SETTINGS = {"iw_samples": 1}
 # What ``--resume`` may change: the total epoch count and where the data files are.
 RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
 FIGURE_SAMPLES = 64
 FIGURE_RECONSTRUCTIONS = 10
 INTERPOLATION_STEPS = 10
+CLASS_GRID_COLUMNS = 10
 
 
 class UserError(Exception):
@@ -160,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "epoch), history.csv, config.json and the figures into --out.",
     )
     fit.set_defaults(handler=_train_command)
-    fit.add_argument("--model", choices=("vae", "ae"), default=None,
-                     help=f"model (default: {COMMON_DEFAULTS['model']})")
+    fit.add_argument("--model", choices=("vae", "ae", "cvae"), default=None,
+                     help=f"model; cvae is a conditional VAE trained with the data's labels "
+                          f"(default: {COMMON_DEFAULTS['model']})")
     fit.add_argument("--data", choices=datasets.DATASETS, default=None,
                      help=f"data set (default: {COMMON_DEFAULTS['data']}; mnist and fashion-mnist "
                           "are downloaded once, checksummed, into the cache)")
@@ -185,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--kl-warmup", type=_non_negative_int, default=None, metavar="E",
                      help="VAE only: epochs over which the KL weight rises linearly from 0 to beta "
                           f"(default: {COMMON_DEFAULTS['kl_warmup']}, no warm-up)")
+    fit.add_argument("--iw-samples", type=_positive_int, default=None, metavar="K",
+                     help="VAE only: train on the importance-weighted bound L_K (Burda et al. 2016) with "
+                          "K codes per example; 1 is the ELBO (default: 1; K > 1 needs beta 1, no warm-up)")
     fit.add_argument("--binarize", action="store_true", default=None,
                      help="dynamic binarization: each pixel of each batch is redrawn as 0 or 1 "
                           "with its intensity as probability (default: off)")
@@ -243,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the grid (default: %(default)s; replaced if it exists)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seed of the codes z (default: %(default)s)")
+    sample.add_argument("--label", type=_non_negative_int, default=None, metavar="C",
+                        help="CVAE only: draw --n images of class C (default for a CVAE: a grid with one "
+                             "row per class, the same codes in each column)")
     return parser
 
 
@@ -277,7 +291,9 @@ def _check_fits(model: Autoencoder, data: datasets.Dataset) -> None:
 def _describe(model: Autoencoder) -> str:
     config = model.config()
     shown = ["input_dim", "hidden_dims", "latent_dim", "activation", "output"]
-    if isinstance(model, VAE):
+    if isinstance(model, CVAE):
+        shown.insert(1, "num_classes")
+    if isinstance(model, (VAE, CVAE)):
         shown.append("beta")
     arguments = ", ".join(f"{name}={config[name]!r}" for name in shown)
     return f"{type(model).__name__}({arguments})"
@@ -292,6 +308,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error})") from None
+    if isinstance(config, dict):
+        config = {**LATER_SETTINGS, **config}
     missing = [name for name in TRAIN_SETTINGS if not isinstance(config, dict) or name not in config]
     if missing:
         raise UserError(f"{path}: missing settings {missing}")
@@ -317,6 +335,12 @@ def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
         for name, flag in (("beta", "--beta"), ("kl_warmup", "--kl-warmup")):
             if name in given:
                 raise UserError(f"{flag} applies to --model vae only: an AE has no KL term")
+    if settings["iw_samples"] > 1:
+        if settings["model"] != "vae":
+            raise UserError(f"--iw-samples applies to --model vae only, not {settings['model']}")
+        if settings["beta"] != 1.0 or settings["kl_warmup"]:
+            raise UserError("--iw-samples K > 1 trains on the bound L_K, which has no KL weight: "
+                            "drop --beta and --kl-warmup")
     return settings
 
 
@@ -361,12 +385,21 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
     raise UserError(f"could not create a new directory runs/{stem}-N: remove old runs or give --out")
 
 
-def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
+def _build_model(settings: dict[str, Any], input_dim: int, labels: np.ndarray | None = None) -> Autoencoder:
     arguments = dict(input_dim=input_dim, hidden_dims=settings["hidden"], latent_dim=settings["latent_dim"],
                      activation=settings["activation"], seed=settings["seed"], dtype=settings["dtype"])
     if settings["model"] == "vae":
         return VAE(beta=settings["beta"], **arguments)
+    if settings["model"] == "cvae":
+        if labels is None or labels.size == 0:
+            raise UserError(f"--model cvae needs labelled data: --data {settings['data']} has no labels")
+        return CVAE(num_classes=int(labels.max()) + 1, beta=settings["beta"], **arguments)
     return AE(**arguments)
+
+
+def _labels_of(model: Autoencoder, data: datasets.Dataset) -> np.ndarray | None:
+    """The data's labels for a CVAE (which needs them), None for the other models."""
+    return data.labels if isinstance(model, CVAE) else None
 
 
 class _EpochPrinter:
@@ -406,6 +439,8 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
 
     rng = np.random.default_rng(seed)
     name = type(model).__name__
+    if isinstance(model, CVAE):
+        return _write_cvae_figures(model, test, history, out, data_name, seed)
     is_vae = isinstance(model, VAE)
     shape = test.image_shape
     not_gaussian = "" if is_vae else " (AE codes are not N(0, I): not samples of the data)"
@@ -432,6 +467,32 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
     if not is_vae:
         curves = {key: curves[key] for key in ("loss", "val_loss")}
     paths.append(plots.save_history(curves, out / "history.png", title=f"{name} on {data_name}: training history"))
+    return paths
+
+
+def _class_grid(model: CVAE, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Samples with one row per class: the same per_class codes z ~ N(0, I) decoded as each class."""
+    z = rng.standard_normal((per_class, model.latent_dim), dtype=model.dtype)
+    codes = np.tile(z, (model.num_classes, 1))
+    labels = np.repeat(np.arange(model.num_classes), per_class)
+    return model.decode(codes, labels)
+
+
+def _write_cvae_figures(model: CVAE, test: datasets.Dataset, history: History, out: Path,
+                        data_name: str, seed: int) -> list[Path]:
+    """A CVAE run's figures: reconstructions, samples with one row per class, history."""
+    from . import plots
+
+    rng = np.random.default_rng(seed)
+    shape = test.image_shape
+    shown, labels = test.x[:FIGURE_RECONSTRUCTIONS], test.labels[:FIGURE_RECONSTRUCTIONS]
+    paths = [plots.save_reconstructions(shown, model.reconstruct(shown, labels), shape, out / "reconstructions.png",
+                                        n=FIGURE_RECONSTRUCTIONS, title=f"CVAE reconstructions ({data_name} test)")]
+    paths.append(plots.save_image_grid(
+        _class_grid(model, CLASS_GRID_COLUMNS, rng), shape, out / "samples.png", ncols=CLASS_GRID_COLUMNS,
+        title=f"CVAE: row c decodes the same {CLASS_GRID_COLUMNS} codes z ~ N(0, I) with label c"))
+    paths.append(plots.save_history(history.as_dict(), out / "history.png",
+                                    title=f"CVAE on {data_name}: training history"))
     return paths
 
 
@@ -464,7 +525,7 @@ def _train_command(args: argparse.Namespace) -> int:
     train_data = datasets.load(settings["data"], "train", settings["data_dir"], dtype=settings["dtype"])
     test_data = datasets.load(settings["data"], "test", settings["data_dir"], dtype=settings["dtype"])
     if args.resume is None:
-        model = _build_model(settings, train_data.x.shape[1])
+        model = _build_model(settings, train_data.x.shape[1], train_data.labels)
         optimizer = Adam(model.parameters(), lr=settings["lr"])
         history = History()
         rng = np.random.default_rng(settings["seed"])
@@ -486,8 +547,9 @@ def _train_command(args: argparse.Namespace) -> int:
           f"({steps} steps per epoch), "
           f"Adam lr {optimizer.lr:g}, seed {settings['seed']}"
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
-          + (", dynamic binarization" if settings["binarize"] else ""))
-    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
+          + (", dynamic binarization" if settings["binarize"] else "")
+          + (f", IWAE objective L_{settings['iw_samples']}" if settings["iw_samples"] > 1 else ""))
+    printer = _EpochPrinter(isinstance(model, (VAE, CVAE)), clear_progress=_progress_shown(args.progress))
     printer.header()
 
     def save_epoch(epoch: int, history: History) -> None:
@@ -499,7 +561,9 @@ def _train_command(args: argparse.Namespace) -> int:
     try:
         train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
                   optimizer=optimizer, x_val=test_data.x, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
-                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress)
+                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress,
+                  iw_samples=settings["iw_samples"], y_train=_labels_of(model, train_data),
+                  y_val=_labels_of(model, test_data))
         trained = time.perf_counter() - started
         figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
     except KeyboardInterrupt:
@@ -547,21 +611,26 @@ def _eval_command(args: argparse.Namespace) -> int:
     if binarize:  # one draw, as fit(binarize=True) draws each batch
         x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
     started = time.perf_counter()
-    terms = train.evaluate(model, x, rng=rng)
+    labels = _labels_of(model, data)
+    terms = train.evaluate(model, x, rng=rng, y=labels)
     h, w = data.image_shape
     epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
     print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
     binarized = ", binarized (one draw)" if binarize else ""
     print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}")
     print(f"{'':<34}{'nats per example':>18}")
-    if isinstance(model, VAE):
+    if isinstance(model, (VAE, CVAE)):
         rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),
                 ("  reconstruction", terms["recon"]),
                 ("  KL(q(z|x) || N(0, I))", terms["kl"])]
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
-        log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng).mean())
-        rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
+        if isinstance(model, CVAE):
+            log_likelihood = float(model.log_likelihood(x, labels, k=args.iw_samples, rng=rng).mean())
+            rows.append((f"IWAE -log p(x|y) estimate, K={args.iw_samples}", -log_likelihood))
+        else:
+            log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng).mean())
+            rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
     else:
         rows = [("reconstruction error (NLL)", terms["recon"])]
     for label, value in rows:
@@ -579,6 +648,10 @@ def _sample_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: expected a .png file name")
+    if isinstance(model, CVAE):
+        return _sample_cvae(model, args, shape, out)
+    if args.label is not None:
+        raise UserError(f"--label applies to a CVAE only; {args.checkpoint} holds a {type(model).__name__}")
     images = model.sample(args.n, np.random.default_rng(args.seed))
     name = type(model).__name__
     note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
@@ -586,6 +659,28 @@ def _sample_command(args: argparse.Namespace) -> int:
     path = plots.save_image_grid(images, shape, out, title=f"{name}: {args.n} decodings of z ~ N(0, I){note}",
                                  ncols=ncols)
     print(f"wrote {path} ({args.n} samples of {shape[0]}x{shape[1]}, seed {args.seed})")
+    return EXIT_OK
+
+
+def _sample_cvae(model: CVAE, args: argparse.Namespace, shape: tuple[int, int], out: Path) -> int:
+    """``npvae sample`` for a CVAE: --n images of class --label, else a grid with a row per class."""
+    from . import plots
+
+    rng = np.random.default_rng(args.seed)
+    if args.label is None:
+        per_class = max(1, args.n // model.num_classes)
+        path = plots.save_image_grid(_class_grid(model, per_class, rng), shape, out, ncols=per_class,
+                                     title=f"CVAE: row c decodes the same {per_class} codes z ~ N(0, I) with label c")
+        print(f"wrote {path} ({model.num_classes} classes x {per_class} samples of {shape[0]}x{shape[1]}, "
+              f"seed {args.seed})")
+        return EXIT_OK
+    if args.label >= model.num_classes:
+        raise UserError(f"--label {args.label}: this CVAE knows the classes 0 .. {model.num_classes - 1}")
+    images = model.sample(args.n, rng, labels=args.label)
+    ncols = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
+    path = plots.save_image_grid(images, shape, out, ncols=ncols,
+                                 title=f"CVAE: {args.n} decodings of z ~ N(0, I) with label {args.label}")
+    print(f"wrote {path} ({args.n} samples of class {args.label}, {shape[0]}x{shape[1]}, seed {args.seed})")
     return EXIT_OK
 
 

@@ -207,7 +207,7 @@ def _int_at_least(name: str, value: Any, low: int) -> int:
 
 def _check_model(model: Any) -> Autoencoder:
     if not isinstance(model, Autoencoder):
-        raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
+        raise TypeError(f"model: expected an npvae AE, VAE or CVAE, got {type(model).__name__}")
     return model
 
 
@@ -278,7 +278,7 @@ def evaluate(
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE or CVAE
     x : array (n, input_dim)
         Data, validated as by the model's own methods.
     rng : numpy.random.Generator or None
@@ -414,7 +414,7 @@ def fit(
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE or CVAE
         Trained in place.
     x_train : array (n, input_dim)
         Training data, validated once (float, finite, in [0, 1] for a Bernoulli decoder) and

@@ -281,3 +281,37 @@ def test_fit_and_evaluate_check_the_labels() -> None:
         npvae.fit(npvae.VAE(64, (8,), 2), x, 1, y_train=labels)
     with pytest.raises(ValueError, match=r"^y: a CVAE needs the class labels"):
         npvae.evaluate(CVAE(64, 10, (8,), 2), x)
+
+
+# -- the command line ------------------------------------------------------------------------------
+FAST = ["--hidden", "16", "--batch-size", "256", "--lr", "0.01"]
+
+
+def test_cli_trains_a_cvae_samples_a_chosen_class_and_a_grid_per_class(tmp_path, capsys) -> None:
+    import matplotlib.image
+    from npvae.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "cvae", "--epochs", "2", "--out", str(out), *FAST]) == 0
+    model = npvae.load(out / "model.npz")
+    assert type(model) is CVAE and model.num_classes == 10
+    for name in ("samples.png", "reconstructions.png", "history.png"):
+        assert matplotlib.image.imread(out / name).ndim == 3
+    assert main(["sample", str(out / "model.npz"), "--label", "7", "--n", "8", "--out", str(tmp_path / "7.png")]) == 0
+    assert "8 samples of class 7" in capsys.readouterr().out
+    assert main(["sample", str(out / "model.npz"), "--n", "20", "--out", str(tmp_path / "grid.png")]) == 0
+    assert "10 classes x 2 samples" in capsys.readouterr().out
+    assert main(["eval", str(out / "model.npz")]) == 0
+    assert "-log p(x|y) estimate" in capsys.readouterr().out
+
+
+def test_cli_names_a_label_out_of_range_and_a_label_for_a_model_without_classes(tmp_path, capsys) -> None:
+    from npvae.cli import main
+
+    cvae_path, vae_path = tmp_path / "cvae.npz", tmp_path / "vae.npz"
+    npvae.save(CVAE(64, 10, (8,), 2), cvae_path)
+    npvae.save(npvae.VAE(64, (8,), 2), vae_path)
+    assert main(["sample", str(cvae_path), "--label", "10", "--out", str(tmp_path / "a.png")]) == 1
+    assert "--label 10: this CVAE knows the classes 0 .. 9" in capsys.readouterr().err
+    assert main(["sample", str(vae_path), "--label", "3", "--out", str(tmp_path / "b.png")]) == 1
+    assert "--label applies to a CVAE only" in capsys.readouterr().err

@@ -247,3 +247,15 @@ def test_fit_refuses_iw_samples_where_the_bound_does_not_apply() -> None:
         npvae.fit(VAE(64, (8,), 2, beta=0.5), x, 1, iw_samples=2)
     with pytest.raises(ValueError, match=r"^iw_samples: k = 3 needs beta = 1 and kl_warmup_epochs = 0"):
         npvae.fit(VAE(64, (8,), 2), x, 1, iw_samples=3, kl_warmup_epochs=1)
+
+
+def test_cli_trains_on_the_iwae_bound_and_refuses_it_where_it_does_not_apply(tmp_path, capsys) -> None:
+    from npvae.cli import main
+
+    fast = ["--hidden", "16", "--batch-size", "256", "--lr", "0.01", "--epochs", "1"]
+    assert main(["train", "--iw-samples", "3", "--binarize", "--out", str(tmp_path / "run"), *fast]) == 0
+    assert "IWAE objective L_3" in capsys.readouterr().out
+    assert main(["train", "--iw-samples", "3", "--model", "ae", "--out", str(tmp_path / "ae"), *fast]) == 1
+    assert "--iw-samples applies to --model vae only, not ae" in capsys.readouterr().err
+    assert main(["train", "--iw-samples", "3", "--beta", "2", "--out", str(tmp_path / "beta"), *fast]) == 1
+    assert "drop --beta and --kl-warmup" in capsys.readouterr().err
