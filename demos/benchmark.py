@@ -109,9 +109,11 @@ def epoch_gemm_flops(n: int) -> int:
 
 def sgemm_seconds_per_batch(repeats: int = 200) -> float:
     """Median time of one batch's matrix products with SciPy's sgemm, with the shapes and memory
-    orders of npvae's training step, through the helper its Dense layers call (``_matmul``):
-    nothing else is timed, so this is the step's matrix products at BLAS speed."""
-    from npvae.nn import _matmul
+    orders of npvae's training step, through the kernel its Dense layers call (the fast
+    ``kernels.matmul``): nothing else is timed, so this is the step's matrix products at BLAS speed."""
+    from npvae import kernels
+
+    _matmul = kernels.implementation("matmul", "fast")
 
     rng = np.random.default_rng(0)
     products = []

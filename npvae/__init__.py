@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
+import sys
+
+from . import _kernels as kernels
 from . import datasets
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
@@ -11,7 +14,12 @@ from .models import AE, CVAE, VAE, LossTerms
 from .nn import Dense, Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
 from .reparam import Reparameterization
-from .train import History, TrainingError, evaluate, fit
+from .history import History
+from .train import TrainingError, evaluate, fit
+
+
+# ``import npvae.kernels`` finds the kernels module under its public name
+sys.modules[__name__ + ".kernels"] = kernels
 
 
 def __getattr__(name: str):
@@ -28,5 +36,5 @@ __all__ = [
     "Identity", "LeakyReLU", "LossTerms", "Module", "Parameter", "ReLU", "Reparameterization",
     "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
     "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
-    "gradcheck_module", "load", "load_checkpoint", "plots", "save", "squared_error", "__version__",
+    "gradcheck_module", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error", "__version__",
 ]

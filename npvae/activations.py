@@ -8,30 +8,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import Module, _check_negative_slope, _order_of
+from . import _checks
+from . import _kernels as kernels
+from .nn import Module
 
 __all__ = ["Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "make_activation", "ACTIVATIONS"]
 
 
-def _check_float_array(x: object, name: str = "x") -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
-        given = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-        raise TypeError(f"{name}: expected a float32 or float64 ndarray, got {given}")
-    return x
-
-
 class _Elementwise(Module):
-    """Base of the activations: holds the cached output y and checks dL/dy against it.
+    """Base of the activations: y = f(x) elementwise, dL/dx = dL/dy * f'(x), with f' written in
+    terms of the cached output y. A subclass gives the two formulas, ``_apply(x, out)`` and
+    ``_gradient(grad_y, out)``; this class checks the arrays and owns the work buffers, which keep
+    the input's memory order.
 
-    The checks in ``_check_grad_out`` are O(1) (type, shape, dtype), so backward stays one
-    pass over the data; they turn a mismatched gradient into an error naming ``grad_out``
-    instead of a NumPy broadcast (or a silent broadcast of a (1, n) gradient). Backward's
-    ``accumulate`` is accepted for ``Module``'s signature and unused: no parameters.
+    The checks of dL/dy are O(1) (type, shape, dtype), so backward stays one pass over the data;
+    they turn a mismatched gradient into an error naming ``grad_out`` instead of a NumPy
+    broadcast (or a silent broadcast of a (1, n) gradient). Backward's ``accumulate`` is accepted
+    for ``Module``'s signature and unused: no parameters.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._y: np.ndarray | None = None
+
+    def _apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _gradient(self, grad_y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _checks.float_array("x", x)
+        self._y = self._apply(x, self._buffer("y", x.shape, x.dtype, kernels.order_of(x)))
+        return self._y
+
+    def backward(
+        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
+    ) -> np.ndarray | None:
+        self._check_grad_out(grad_out)
+        if not input_grad:
+            return None
+        return self._gradient(grad_out, self._buffer("grad_x", grad_out.shape, grad_out.dtype,
+                                                     kernels.order_of(self._y)))
 
     def _check_grad_out(self, grad_out: object) -> np.ndarray:
         y = self._y
@@ -50,10 +68,10 @@ class _Elementwise(Module):
 
 
 class Identity(_Elementwise):
-    """y = x.   Backward: dL/dx = dL/dy."""
+    """y = x.   Backward: dL/dx = dL/dy.   (Returns its input and dL/dy themselves: no copy.)"""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._y = _check_float_array(x)
+        self._y = _checks.float_array("x", x)
         return self._y
 
     def backward(
@@ -65,22 +83,13 @@ class Identity(_Elementwise):
 class ReLU(_Elementwise):
     """y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]  (0 at the kink x = 0)."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
-        return np.maximum(x, 0, out=self._y)
+    def _apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0, out=out)
 
-    def backward(
-        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
-    ) -> np.ndarray | None:
-        self._check_grad_out(grad_out)
-        if not input_grad:
-            return None
-        active = self._buffer("active", grad_out.shape, np.dtype(bool), _order_of(self._y))  # reused: no temporary
+    def _gradient(self, grad_y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        active = self._buffer("active", out.shape, np.dtype(bool), kernels.order_of(out))  # reused: no temporary
         np.greater(self._y, 0, out=active)
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
-        np.multiply(grad_out, active, out=grad_x)
-        return grad_x
+        return np.multiply(grad_y, active, out=out)
 
 
 class LeakyReLU(_Elementwise):
@@ -92,51 +101,30 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope: float = 0.2) -> None:
         super().__init__()
-        self.negative_slope = _check_negative_slope(negative_slope)
+        self.negative_slope = _checks.negative_slope(negative_slope)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        y = self._buffer("y", x.shape, x.dtype, _order_of(x))
+    def _apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         # for 0 <= a < 1, max(x, a * x) picks x when x > 0 and a * x otherwise
-        np.multiply(x, self.negative_slope, out=y)
-        np.maximum(x, y, out=y)
-        self._y = y
-        return y
+        np.multiply(x, self.negative_slope, out=out)
+        return np.maximum(x, out, out=out)
 
-    def backward(
-        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
-    ) -> np.ndarray | None:
-        self._check_grad_out(grad_out)
-        if not input_grad:
-            return None
+    def _gradient(self, grad_y: np.ndarray, out: np.ndarray) -> np.ndarray:
         # slope = a + (1 - a) * [y > 0], built as a float array: masked assignment
         # (np.copyto(..., where=)) is ~20x slower than these four plain passes
-        slope = self._buffer("slope", grad_out.shape, grad_out.dtype, _order_of(self._y))
+        slope = self._buffer("slope", out.shape, out.dtype, kernels.order_of(out))
         np.greater(self._y, 0, out=slope)
         slope *= 1.0 - self.negative_slope
         slope += self.negative_slope
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
-        np.multiply(grad_out, slope, out=grad_x)
-        return grad_x
+        return np.multiply(grad_y, slope, out=out)
 
     def __repr__(self) -> str:
         return f"LeakyReLU(negative_slope={self.negative_slope})"
 
 
 def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = 1 / (1 + exp(-x)), with a relative rounding error wherever the result is normal.
-
-    For very negative x (below about -88 in float32, -709 in float64) exp(-x) overflows to inf
-    and 1 / inf = 0, the correct value rounded (the true one is subnormal or smaller), so that
-    overflow is expected and silenced.
-    (Four plain NumPy passes: several times faster than scipy.special.expit here.)
-    """
-    np.negative(x, out=out)
-    with np.errstate(over="ignore"):
-        np.exp(out, out=out)
-    out += 1
-    np.reciprocal(out, out=out)
-    return out
+    """out = 1 / (1 + exp(-x)), with a relative rounding error wherever the result is normal
+    (``kernels.sigmoid``: for very negative x the result rounds to 0 without a warning)."""
+    return kernels.sigmoid(x, out=out)
 
 
 class Sigmoid(_Elementwise):
@@ -146,43 +134,27 @@ class Sigmoid(_Elementwise):
     and the derivative there is 0 (see ``sigmoid_into``).
     """
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
-        return sigmoid_into(x, self._y)
+    def _apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return sigmoid_into(x, out)
 
-    def backward(
-        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
-    ) -> np.ndarray | None:
-        self._check_grad_out(grad_out)
-        if not input_grad:
-            return None
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
-        np.subtract(1, self._y, out=grad_x)
-        grad_x *= self._y
-        grad_x *= grad_out
-        return grad_x
+    def _gradient(self, grad_y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.subtract(1, self._y, out=out)
+        out *= self._y
+        out *= grad_y
+        return out
 
 
 class Tanh(_Elementwise):
     """y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float_array(x)
-        self._y = self._buffer("y", x.shape, x.dtype, _order_of(x))
-        return np.tanh(x, out=self._y)
+    def _apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.tanh(x, out=out)
 
-    def backward(
-        self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
-    ) -> np.ndarray | None:
-        self._check_grad_out(grad_out)
-        if not input_grad:
-            return None
-        grad_x = self._buffer("grad_x", grad_out.shape, grad_out.dtype, _order_of(self._y))
-        np.multiply(self._y, self._y, out=grad_x)
-        np.subtract(1, grad_x, out=grad_x)
-        grad_x *= grad_out
-        return grad_x
+    def _gradient(self, grad_y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.multiply(self._y, self._y, out=out)
+        np.subtract(1, out, out=out)
+        out *= grad_y
+        return out
 
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")

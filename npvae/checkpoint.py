@@ -37,7 +37,8 @@ from .models import AE, CVAE, VAE
 from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
 from ._files import write_atomically
-from .train import History, _check_path
+from ._checks import file_path
+from .history import History
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "save", "load", "load_checkpoint"]
 
@@ -112,7 +113,7 @@ def save(
     """
     if type(model) not in _MODEL_CLASSES.values():
         raise TypeError(f"model: expected an npvae AE, VAE or CVAE, got {type(model).__name__}")
-    path = _check_path(path)
+    path = file_path(path)
     arrays: dict[str, np.ndarray] = {
         "model_class": _text(type(model).__name__),
         "model_config": _text(json.dumps(model.config())),
@@ -354,7 +355,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         class, invalid JSON, or parameters or optimizer state that do not fit the model or hold
         NaN or inf.
     """
-    path = _check_path(path)
+    path = file_path(path)
     reader = _Reader(path, _read_arrays(path))
     version = _check_layout(reader)
     model = _read_model(reader)

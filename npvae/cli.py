@@ -18,7 +18,7 @@ resumed ends with exactly the parameters of a run that was never stopped.
 Exit status: 0 success, 1 an error in the input (a missing or corrupt file, data that does not
 fit the model, a refused output directory) or a diverged run, 2 invalid command-line arguments,
 130 interrupted (Ctrl-C). Errors are printed on stderr as ``npvae: error: ...``, without a traceback.
-This module is the only part of npvae that prints.
+This module is the only part of npvae that prints, apart from ``fit``'s optional progress line (stderr).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from .models import AE, CVAE, VAE
 from .models.base import Autoencoder
 from .optim import Adam
 from ._files import write_atomically
-from .train import History, TrainingError
+from .history import History
+from .train import TrainingError
 
 __all__ = ["main"]
 

@@ -8,17 +8,19 @@ scales the gradients by 1 / batch.
 The public functions validate their inputs (shape, dtype, finiteness, ranges) and their
 result: finite input whose loss is beyond the float range (a value that overflows, or a
 log-variance whose exponential does) is a ValueError naming the inputs, never a NaN or inf.
-The private ``_..._into`` functions are the same computation without checks, writing into
-caller-owned buffers: the models call those on the hot path, after validating their data once.
+The ``..._into`` functions are the same computations without checks, writing the gradients into
+caller-owned arrays: the models call those on the hot path, after validating their data once.
+The BCE's arithmetic is ``kernels.bce_with_logits`` (the textbook form and the one-exp fast form).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .nn import _matvec, _ones
+from . import _kernels as kernels
 
-__all__ = ["bce_with_logits", "squared_error", "gaussian_nll", "gaussian_kl", "LOG_2PI"]
+__all__ = ["bce_with_logits", "squared_error", "gaussian_nll", "gaussian_kl", "LOG_2PI",
+           "bce_with_logits_into", "squared_error_into", "gaussian_kl_into"]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -97,63 +99,23 @@ def bce_with_logits(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray,
         )
     grad_logits = np.empty_like(logits)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
-        value = _bce_with_logits_into(logits, target, grad_logits, np.empty_like(logits))
+        value = bce_with_logits_into(logits, target, grad_logits, np.empty_like(logits))
         if not np.isfinite(value).all():
-            # the fast row sums split max(l, 0) as (l + |l|) / 2, whose halves can overflow for
-            # |l| near the float max although the loss does not: sum the exact terms instead
-            terms = np.maximum(logits, 0) - target * logits + np.log1p(np.exp(-np.abs(logits)))
-            value = terms.sum(axis=1)
+            # the fast kernel splits max(l, 0) as (l + |l|) / 2, whose halves can overflow for
+            # |l| near the float max although the loss does not: the textbook form sums the exact terms
+            reference = kernels.implementation("bce_with_logits", "reference")
+            value = reference(logits, target, grad_logits, np.empty_like(logits))
     if not np.isfinite(value).all():
         raise _overflow_error("logits", value, f"largest |logits| = {_largest(logits)}")
     return value, grad_logits
 
 
-def _softplus_row_parts(
-    logits: np.ndarray, work: np.ndarray, scratch: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The row sums of the two parts of softplus(l) = max(l, 0) + log1p(e), e = exp(-|l|).
-
-    Returns (sum_j max(l_j, 0), sum_j log1p(e_j)), each (batch,), and leaves e in ``work``.
-    max(l, 0) = (l + |l|) / 2, so no exponent is ever positive. Kept apart so that a caller
-    adds the small log1p terms last, after max(l, 0) - t l (which may cancel to exactly 0).
-    Row sums are BLAS gemv products with a vector of ones: one pass each, several times
-    faster than ``sum(axis=1)`` here. ``scratch`` receives log1p(e); it may be ``work`` itself
-    when e is not needed afterwards.
-    """
-    ones = _ones(logits.shape[1], logits.dtype)
-    positive_part = np.empty(logits.shape[0], dtype=logits.dtype)
-    log1p_part = np.empty(logits.shape[0], dtype=logits.dtype)
-    np.abs(logits, out=work)
-    _matvec(logits, ones, out=positive_part, alpha=0.5)
-    _matvec(work, ones, out=positive_part, alpha=0.5, beta=1.0)
-    np.negative(work, out=work)
-    np.exp(work, out=work)
-    np.log1p(work, out=scratch)
-    _matvec(scratch, ones, out=log1p_part)
-    return positive_part, log1p_part
-
-
-def _bce_with_logits_into(
+def bce_with_logits_into(
     logits: np.ndarray, target: np.ndarray, grad_logits: np.ndarray, work: np.ndarray
 ) -> np.ndarray:
-    """bce_with_logits without checks; writes the gradient into ``grad_logits``.
-
-    With e = exp(-|l|), both the value and the gradient come from the one exponential e:
-        value = max(l, 0) - t l + log1p(e)             (``_softplus_row_parts``)
-        sigmoid(l) = max([l >= 0], e) / (1 + e)        (1/(1+e) for l >= 0, e/(1+e) for l < 0)
-    No exponent is ever positive, and no masked (where=) NumPy operation is used: those are
-    many times slower than plain passes.
-    """
-    value, log1p_part = _softplus_row_parts(logits, work, grad_logits)
-    value -= np.einsum("ij,ij->i", target, logits)
-    value += log1p_part
-    # grad = sigmoid(l) - t, the numerator max([l >= 0], e) built without a second exp
-    np.greater_equal(logits, 0, out=grad_logits)
-    np.maximum(grad_logits, work, out=grad_logits)
-    work += 1
-    grad_logits /= work
-    grad_logits -= target
-    return value
+    """bce_with_logits without checks: returns the value (batch,), writes sigmoid(l) - t into
+    ``grad_logits``; ``work`` is scratch of the logits' shape. Non-finite values propagate."""
+    return kernels.bce_with_logits(logits, target, grad_logits, work)
 
 
 def squared_error(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,14 +128,14 @@ def squared_error(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarra
     _check_arrays(prediction=prediction, target=target)
     grad_prediction = np.empty_like(prediction)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
-        value = _squared_error_into(prediction, target, grad_prediction)
+        value = squared_error_into(prediction, target, grad_prediction)
     if not np.isfinite(value).all():
         raise _overflow_error("prediction, target", value, f"largest |prediction| = {_largest(prediction)}, "
                               f"largest |target| = {_largest(target)}")
     return value, grad_prediction
 
 
-def _squared_error_into(
+def squared_error_into(
     prediction: np.ndarray, target: np.ndarray, grad_prediction: np.ndarray
 ) -> np.ndarray:
     """squared_error without checks; writes the gradient into ``grad_prediction``."""
@@ -235,14 +197,14 @@ def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, tuple[n
     grad_mu = np.empty_like(mu)
     grad_logvar = np.empty_like(logvar)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
-        value = _gaussian_kl_into(mu, logvar, grad_mu, grad_logvar)
+        value = gaussian_kl_into(mu, logvar, grad_mu, grad_logvar)
     if not np.isfinite(value).all():
         raise _overflow_error("mu, logvar", value, f"largest |mu| = {_largest(mu)}, "
                               f"largest logvar = {logvar.max():g}")
     return value, (grad_mu, grad_logvar)
 
 
-def _gaussian_kl_into(
+def gaussian_kl_into(
     mu: np.ndarray, logvar: np.ndarray, grad_mu: np.ndarray, grad_logvar: np.ndarray
 ) -> np.ndarray:
     """gaussian_kl without checks; writes the gradients into the given arrays.

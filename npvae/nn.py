@@ -5,171 +5,22 @@ A module's ``forward(x)`` computes its output and caches what its backward needs
 gradient into ``Parameter.grad`` (gradients accumulate until ``zero_grad()``, as in PyTorch).
 
 Work buffers: a module reuses its output and gradient arrays between calls with the same batch
-shape, so a training step allocates nothing. The array a ``forward`` or ``backward`` returns is
+shape (a training step's remaining allocations are small: see docs/derivations.md). The array a ``forward`` or ``backward`` returns is
 therefore owned by the module and is overwritten by its next call: copy it to keep it.
 """
 
 from __future__ import annotations
 
-import functools
-import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas
+
+from . import _checks
+from . import _kernels as kernels
+from ._checks import float_dtype as as_float_dtype
 
 __all__ = ["Parameter", "Module", "Sequential", "Dense", "as_float_dtype"]
-
-
-def as_float_dtype(dtype: Any) -> np.dtype:
-    """Return ``np.dtype(dtype)`` if it is float32 or float64; raise TypeError otherwise.
-
-    None is refused too, although ``np.dtype(None)`` is float64: a dtype left unset by mistake
-    should not silently choose one.
-    """
-    if dtype is None:
-        raise TypeError("dtype: expected float32 or float64, got None")
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from error
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype: expected float32 or float64, got {resolved}")
-    return resolved
-
-
-def _real_number(name: str, value: Any) -> float:
-    """``float(value)`` for a real number (Python or NumPy int or float, not bool); TypeError
-    naming ``name`` otherwise (strings, None, arrays, complex numbers)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _largest_magnitude(array: np.ndarray) -> str:
-    """max |array| as text, exact in any float precision (longdouble beyond float64 included)."""
-    return np.format_float_scientific(np.abs(array).max(), precision=3, trim="-")
-
-
-def _all_finite(array: np.ndarray) -> bool:
-    """Whether every entry of ``array`` is finite, in one BLAS pass (no temporary unless the array
-    is a strided view, which is copied first).
-
-    sum |a| (BLAS asum) is NaN or inf when any entry is, so a finite sum settles it; a sum that
-    is not finite may also be an overflow of large finite entries, which the elementwise
-    ``np.isfinite`` then tells apart. (Several times faster than ``np.isfinite(a).all()``,
-    which writes and reads a boolean array as large as ``a``.)
-    """
-    flat = array.ravel(order="K")  # a view of any contiguous array, C- or F-ordered
-    if flat.size == 0:
-        return True
-    if flat.dtype == np.float64:
-        total = blas.dasum(flat)
-    elif flat.dtype == np.float32:
-        total = blas.sasum(flat)
-    else:
-        return bool(np.isfinite(flat).all())
-    return bool(np.isfinite(total)) or bool(np.isfinite(flat).all())
-
-
-def _cast_state(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``array`` in ``dtype`` for loading as state ``name``; ValueError if it holds NaN or inf,
-    or values that overflow ``dtype`` (1e300 into float32), naming ``state[name]``."""
-    with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
-        converted = array.astype(dtype, copy=False)
-    if not np.isfinite(converted).all():
-        if not np.isfinite(array).all():
-            raise ValueError(f"state[{name!r}]: expected finite values, found NaN or inf")
-        raise ValueError(
-            f"state[{name!r}]: values up to {_largest_magnitude(array)} exceed the range of "
-            f"the parameters' dtype {dtype}"
-        )
-    return converted
-
-
-def _check_negative_slope(negative_slope: Any) -> float:
-    """The LeakyReLU slope as a float in [0, 1): the one check shared by Dense, LeakyReLU and the models.
-
-    Below 0 the layer is not monotonic, at 1 it is linear, and ``LeakyReLU`` relies on
-    0 <= a < 1 (max(x, a x) picks the right branch); NaN fails the comparison too.
-    """
-    slope = _real_number("negative_slope", negative_slope)
-    if not 0.0 <= slope < 1.0:
-        raise ValueError(f"negative_slope: expected a value in [0, 1), got {negative_slope!r}")
-    return slope
-
-
-def _order_of(array: np.ndarray) -> str:
-    """"F" for an array stored column-major (and not also row-major), else "C"."""
-    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-
-
-def _column_major(array: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(m, transposed): ``array`` as the Fortran-ordered matrix BLAS reads, without a copy when
-    it is C- or F-contiguous. A C-ordered array's transpose is Fortran-ordered, so BLAS gets
-    ``array.T`` with the flag to transpose it back; a strided view is copied."""
-    if array.flags.f_contiguous:
-        return array, False
-    if array.flags.c_contiguous:
-        return array.T, True
-    return np.asfortranarray(array), False
-
-
-def _matmul(a: np.ndarray, b: np.ndarray, *, out: np.ndarray, beta: float) -> None:
-    """out = a @ b + beta * out, in place, by BLAS gemm, for operands in either memory order.
-
-    BLAS works on column-major (Fortran-ordered) matrices. A row-major ``out`` is computed as
-    out^T = b^T a^T, whose result is column-major; then each operand goes to BLAS as itself or
-    as its transpose with the transpose flag: no copy of a C- or F-contiguous array (a strided
-    view is copied, and a strided ``out`` is written back). Every matrix product in npvae goes
-    through SciPy's BLAS, not NumPy's: the two libraries bundle separate OpenBLAS builds whose
-    thread pools, used alternately, spin against each other on a small machine.
-    """
-    if a.shape[1] == 0 or out.size == 0:  # BLAS rejects empty arrays; a product over nothing is 0
-        if beta == 0.0:
-            out.fill(0)
-        elif beta != 1.0:
-            out *= beta
-        return
-    target = out
-    if not target.flags.f_contiguous:
-        a, b, target = b.T, a.T, target.T
-    a, trans_a = _column_major(a)
-    b, trans_b = _column_major(b)
-    gemm = blas.dgemm if out.dtype == np.float64 else blas.sgemm
-    result = gemm(1.0, a, b, beta=beta, c=target, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)
-    if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
-        target[...] = result
-
-
-def _matvec(
-    a: np.ndarray, x: np.ndarray, *, out: np.ndarray, alpha: float = 1.0, beta: float = 0.0
-) -> None:
-    """out = alpha * a @ x + beta * out, in place, by BLAS gemv, for ``a`` in either memory order.
-
-    With ``x`` a vector of ones this sums the rows of ``a`` (or, given ``a.T``, its columns) in
-    one pass, several times faster than ``np.sum(axis=...)`` on the small matrices of a step.
-    """
-    if a.size == 0:  # BLAS rejects empty arrays; a sum over nothing is 0
-        if beta == 0.0:
-            out.fill(0)  # as in BLAS, out is not read when beta = 0 (it may hold garbage)
-        else:
-            out *= beta
-        return
-    matrix, transposed = _column_major(a)
-    gemv = blas.dgemv if out.dtype == np.float64 else blas.sgemv
-    result = gemv(alpha, matrix, x, beta=beta, y=out, trans=transposed, overwrite_y=True)
-    if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
-        out[...] = result
-
-
-@functools.lru_cache(maxsize=64)
-def _ones(length: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only vector of ``length`` ones, for sums by ``_matvec``; cached, as it never changes."""
-    ones = np.ones(length, dtype=dtype)
-    ones.flags.writeable = False
-    return ones
 
 
 class Parameter:
@@ -343,7 +194,7 @@ class Module:
                 )
             if not np.issubdtype(array.dtype, np.floating):
                 raise TypeError(f"state[{name!r}]: expected a float array, got dtype {array.dtype}")
-            converted[name] = _cast_state(name, array, parameter.value.dtype)
+            converted[name] = _checks.state_array(name, array, parameter.value.dtype)
         for name, parameter in own.items():
             parameter.value[...] = converted[name]
 
@@ -435,13 +286,11 @@ class Dense(Module):
         if order not in ("C", "F"):
             raise ValueError(f"order: expected 'C' or 'F', got {order!r}")
         self.order = order
-        for name, size in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {size!r}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        in_features = _checks.positive_int("in_features", in_features)
+        out_features = _checks.positive_int("out_features", out_features)
+        _checks.generator(rng)
         self.dtype = as_float_dtype(dtype)
-        negative_slope = _check_negative_slope(negative_slope)
+        negative_slope = _checks.negative_slope(negative_slope)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         shape = (self.in_features, self.out_features)
@@ -465,9 +314,7 @@ class Dense(Module):
             raise TypeError(f"x: expected dtype {self.dtype} (the layer's), got {x.dtype}")
         self._x = x
         y = self._buffer("y", (x.shape[0], self.out_features), self.dtype, self.order)
-        np.copyto(y, self.bias.value)
-        _matmul(x, self.weight.value, out=y, beta=1.0)  # y = x @ W + b
-        return y
+        return kernels.affine(x, self.weight.value, self.bias.value, out=y)  # y = x @ W + b
 
     def backward(
         self, grad_out: np.ndarray, *, input_grad: bool = True, accumulate: bool = True
@@ -487,16 +334,12 @@ class Dense(Module):
             raise TypeError(f"grad_out: expected dtype {self.dtype} (the layer's), got {grad_out.dtype}")
         # beta = 1 adds to the grads in place, beta = 0 overwrites them (accumulate=False)
         beta = 1.0 if accumulate else 0.0
-        # dL/dW += x^T @ G
-        _matmul(x.T, grad_out, out=self.weight.grad, beta=beta)
-        # dL/db += G^T 1: the column sums of G
-        _matvec(grad_out.T, _ones(grad_out.shape[0], self.dtype), out=self.bias.grad, beta=beta)
+        kernels.matmul(x.T, grad_out, out=self.weight.grad, beta=beta)  # dL/dW += x^T @ G
+        kernels.column_sums(grad_out, out=self.bias.grad, beta=beta)  # dL/db += sum over the batch of G
         if not input_grad:
             return None
-        # dL/dx = G @ W^T
-        grad_x = self._buffer("grad_x", x.shape, self.dtype, _order_of(x))
-        _matmul(grad_out, self.weight.value.T, out=grad_x, beta=0.0)
-        return grad_x
+        grad_x = self._buffer("grad_x", x.shape, self.dtype, kernels.order_of(x))
+        return kernels.matmul(grad_out, self.weight.value.T, out=grad_x, beta=0.0)  # dL/dx = G @ W^T
 
     def __repr__(self) -> str:
         order = ", order='F'" if self.order == "F" else ""

@@ -5,8 +5,9 @@ PyTorch step for step. Optimizer state is plain arrays: ``state_dict()`` returns
 NumPy arrays that ``npvae.save`` writes to an ``.npz`` and ``load_state_dict`` restores exactly.
 
 When the parameters live in one flat buffer (``Module.flatten_parameters``, done by the
-models), each update is a handful of NumPy/BLAS passes over that buffer, run block by block so
-that the data stays in cache; otherwise the same update runs once per parameter.
+models), each update is a handful of passes over that buffer; otherwise the same update runs
+once per parameter. The passes are kernels (``npvae.kernels``): the fast set runs them as BLAS
+scal/axpy, block by block so that the data stays in cache, and flushes subnormal state.
 """
 
 from __future__ import annotations
@@ -16,21 +17,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas
 
-from .nn import Module, Parameter, _cast_state, _real_number
+from . import _checks
+from . import _kernels as kernels
+from .nn import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
-
-# Elements per block of an update (see ``Optimizer._blocks``). Small enough that a block's
-# arrays stay in the L2 cache across all of Adam's passes (5 * 32 KB in float32), and that
-# OpenBLAS runs axpy on the calling thread: it hands vectors over 10,000 elements to its thread
-# pool, whose wake-up costs more than this work and stalls badly when the cores are busy.
-_BLOCK_SIZE = 8192
-# Every this many steps, optimizer state below the smallest normal float is set to 0 (see
-# ``Optimizer._flush_subnormals``)
-_FLUSH_INTERVAL = 50
-
 
 def _contiguous_base(arrays: list[np.ndarray]) -> np.ndarray | None:
     """The 1-D array that ``arrays`` tile exactly, in order, if there is one."""
@@ -48,15 +40,6 @@ def _contiguous_base(arrays: list[np.ndarray]) -> np.ndarray | None:
     return base if offset == base.size else None
 
 
-def _check_hyper(name: str, value: Any, low: float, high: float = np.inf, low_open: bool = False) -> float:
-    """``value`` as a float if it is a real number (not a bool) in the interval; else an error naming ``name``."""
-    value = _real_number(name, value)
-    if not (low < value if low_open else low <= value) or not value < high or not np.isfinite(value):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name}: expected a value in {bracket}{low}, {high}), got {value!r}")
-    return value
-
-
 def _parameter_list(params: Any) -> list[Parameter]:
     """``list(params)``, checking that it holds Parameters (TypeError naming ``params`` otherwise)."""
     if isinstance(params, Module):
@@ -70,6 +53,12 @@ def _parameter_list(params: Any) -> list[Parameter]:
     for index, parameter in enumerate(params):
         if not isinstance(parameter, Parameter):
             raise TypeError(f"params[{index}]: expected a Parameter, got {type(parameter).__name__}")
+    seen: dict[int, int] = {}
+    for index, parameter in enumerate(params):
+        if id(parameter) in seen:  # the same Parameter twice would be stepped twice per step
+            raise ValueError(f"params[{index}]: the same Parameter as params[{seen[id(parameter)]}]; "
+                             "expected each parameter once")
+        seen[id(parameter)] = index
     return params
 
 
@@ -94,6 +83,7 @@ class Optimizer:
         self.steps = 0
         self._cached_arrays: list[np.ndarray] = []
         self._cached_blocks: list[tuple[np.ndarray, ...]] = []
+        self._largest_block = 0
 
     def _state_buffer(self) -> np.ndarray:
         return np.zeros(self.num_elements, dtype=self.dtype)
@@ -120,44 +110,25 @@ class Optimizer:
         return groups
 
     def _blocks(self, *flat_states: np.ndarray) -> list[tuple[np.ndarray, ...]]:
-        """``_groups`` cut into 1-D blocks of at most ``_BLOCK_SIZE`` elements.
-
-        An update makes several passes over its arrays; done block by block, a block's arrays
-        stay in the CPU's L2 cache from the first pass to the last, instead of each pass
-        streaming the whole buffers from memory. The blocks are views, computed once and
-        reused while every parameter keeps the same value and grad arrays (checked by identity
-        at each call, so rebinding ``p.value`` or ``p.grad`` is still seen).
-
-        The blocks come last element first: the first layer's parameters, which the next
-        forward pass reads first, are then the last updated, and the last of them are still in
-        cache when it starts (in one interleaved measurement, 2.5% off an epoch of the benchmark's VAE).
-        """
+        """``_groups`` as the kernels update them (``kernels.update_blocks``: the fast set cuts them
+        into cache-sized blocks). Computed once and reused while every parameter keeps the same
+        value and grad arrays and the kernel set is the same (checked by identity at each call,
+        so rebinding ``p.value`` or ``p.grad`` is still seen)."""
         arrays = [array for parameter in self.params for array in (parameter.value, parameter.grad)]
         arrays.extend(flat_states)
+        key = (kernels.current(), *arrays)
         cached = self._cached_arrays
-        if len(cached) != len(arrays) or any(new is not old for new, old in zip(arrays, cached)):
-            self._cached_blocks = [
-                tuple(array.reshape(-1)[start : start + _BLOCK_SIZE] for array in group)
-                for group in self._groups(*flat_states)
-                for start in range(0, group[0].size, _BLOCK_SIZE)
-            ][::-1]
-            self._cached_arrays = arrays
+        if len(cached) != len(key) or any(new is not old for new, old in zip(key, cached)):
+            self._cached_blocks = kernels.update_blocks(self._groups(*flat_states))
+            self._cached_arrays = list(key)
+            self._largest_block = max(block[0].size for block in self._cached_blocks)
         return self._cached_blocks
 
-    def _flush_subnormals(self) -> None:
-        """Every ``_FLUSH_INTERVAL`` steps, set the state's subnormal entries to 0.
-
-        Where a gradient stays exactly 0 (the weights of MNIST's never-lit border pixels), a
-        running average decays geometrically through the subnormal floats (|x| < 1.2e-38 in
-        float32) on its way to 0, and x86 CPUs do arithmetic on subnormals ~100 times slower:
-        without this, Adam takes 3 times longer by the fourth epoch of MNIST. Such a value
-        moves no parameter: its share of an update, below lr * 1.2e-38 / eps, is lost in the
-        rounding of any parameter not itself within ~1e-24 of 0.
-        """
-        if self.steps % _FLUSH_INTERVAL == 0:
-            smallest_normal = np.finfo(self.dtype).tiny
-            for array in self._state_arrays().values():
-                array[np.abs(array) < smallest_normal] = 0.0
+    def nonfinite_state(self) -> list[str]:
+        """The names of the state arrays (``state_dict`` keys) holding NaN or inf: an empty list for
+        a healthy optimizer. Float32 Adam's ``exp_avg_sq`` overflows to inf where g^2 exceeds the
+        float range (|g| above ~1.8e19), and the parameters it scales then never move again."""
+        return [name for name, array in self._state_arrays().items() if not kernels.all_finite(array)]
 
     def zero_grad(self) -> None:
         for parameter in self.params:
@@ -175,7 +146,7 @@ class Optimizer:
     def _check_hyperparameter(self, key: str, value: Any, name: str | None = None) -> float:
         """``value`` checked against ``_BOUNDS[key]``, as a float; errors name ``name`` (default ``key``)."""
         low, high, low_open = self._BOUNDS[key]
-        return _check_hyper(key if name is None else name, value, low, high, low_open)
+        return _checks.number_in(key if name is None else name, value, low, high, low_open)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -229,7 +200,7 @@ class Optimizer:
                 raise ValueError(f"state[{name!r}]: expected shape {array.shape}, got {given.shape}")
             if given.dtype.kind not in "iuf":
                 raise TypeError(f"state[{name!r}]: expected a real numeric array, got dtype {given.dtype}")
-            converted[name] = _cast_state(name, given, self.dtype)
+            converted[name] = _checks.state_array(name, given, self.dtype)
             if name in self._NON_NEGATIVE and converted[name].size and converted[name].min() < 0:
                 raise ValueError(f"state[{name!r}]: expected values >= 0, got {converted[name].min():g}")
         for name, array in arrays.items():
@@ -298,7 +269,7 @@ class SGD(Optimizer):
                 direction = direction + self.momentum * buffer if self.nesterov else buffer
             value -= self.lr * direction
         self.steps += 1
-        self._flush_subnormals()
+        kernels.flush_subnormals(self.steps, list(self._state_arrays().values()))
 
 
 class Adam(Optimizer):
@@ -317,7 +288,7 @@ class Adam(Optimizer):
     float32): a smaller one vanishes from the denominator, which is then 0 for a zero gradient.
 
     One departure from torch, for speed: every 50 steps, entries of m and v that have decayed
-    below the smallest normal float are set to 0 (``_flush_subnormals``); on MNIST the
+    below the smallest normal float are set to 0 (``kernels.flush_subnormals``, fast kernels only); on MNIST the
     parameters stay bit-identical to those of the unflushed update (checked over 3 epochs).
     """
 
@@ -343,8 +314,9 @@ class Adam(Optimizer):
         self.weight_decay = self._check_hyperparameter("weight_decay", weight_decay)
         self.exp_avg = self._state_buffer()
         self.exp_avg_sq = self._state_buffer()
-        # one block's scratch, reused by every block: it stays in cache and never goes to memory
-        self._work = np.empty(_BLOCK_SIZE, dtype=self.dtype)
+        # scratch for g^2 and the step direction, as large as the largest block: the fast kernels'
+        # blocks are small, so it stays in cache and never goes to memory
+        self._work = np.empty(0, dtype=self.dtype)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -375,42 +347,21 @@ class Adam(Optimizer):
         # sqrt(bc2) moves into the scalar step, saving a pass over memory
         step_size = self.lr * bias_correction2_sqrt / bias_correction1
         eps = self.eps * bias_correction2_sqrt
-        axpy, scal = _level1(self.dtype)
-        for value, grad, exp_avg, exp_avg_sq in self._blocks(self.exp_avg, self.exp_avg_sq):
-            work = self._work[: value.size]
+        blocks = self._blocks(self.exp_avg, self.exp_avg_sq)
+        if self._work.size < self._largest_block:
+            self._work = np.empty(self._largest_block, dtype=self.dtype)
+        for value, grad, exp_avg, exp_avg_sq in blocks:
+            work = self._work[: value.size].reshape(value.shape)
             if self.weight_decay:
                 grad = grad + self.weight_decay * value
-            # m = beta1 * m + (1 - beta1) * g
-            scal(self.beta1, exp_avg)
-            axpy(grad, exp_avg, a=1.0 - self.beta1)
-            # v = beta2 * v + (1 - beta2) * g^2
+            kernels.moving_average(exp_avg, grad, self.beta1)  # m = beta1 * m + (1 - beta1) * g
             np.multiply(grad, grad, out=work)
-            scal(self.beta2, exp_avg_sq)
-            axpy(work, exp_avg_sq, a=1.0 - self.beta2)
-            # p -= step_size * m / (sqrt(v) + eps)
+            kernels.moving_average(exp_avg_sq, work, self.beta2)  # v = beta2 * v + (1 - beta2) * g^2
             np.sqrt(exp_avg_sq, out=work)
             work += eps
             np.divide(exp_avg, work, out=work)
-            axpy(work, value, a=-step_size)
-        self._flush_subnormals()
-
-
-def _level1(dtype: np.dtype):
-    """BLAS y += a * x and x *= a for the dtype: in place, one pass each (NumPy's
-    ``y += a * x`` makes two passes and a temporary)."""
-    if dtype == np.float64:
-        return blas.daxpy, blas.dscal
-    return blas.saxpy, blas.sscal
-
-
-def _squared_norm(array: np.ndarray) -> float:
-    """sum(array^2) by SciPy's BLAS dot, not NumPy's ``np.dot``: the two bundle separate OpenBLAS
-    builds whose thread pools, used alternately, fight over the cores (see ``nn._matmul``)."""
-    flat = array.ravel()
-    if flat.size == 0:  # BLAS rejects empty vectors
-        return 0.0
-    dot = blas.ddot if flat.dtype == np.float64 else blas.sdot
-    return float(dot(flat, flat))
+            kernels.add_scaled(value, -step_size, work)  # p = p - step_size * m / (sqrt(v) + eps)
+        kernels.flush_subnormals(self.steps, [self.exp_avg, self.exp_avg_sq])
 
 
 def _rescaled_norm(params: list[Parameter], max_norm: float) -> tuple[float, float]:
@@ -427,7 +378,7 @@ def _rescaled_norm(params: list[Parameter], max_norm: float) -> tuple[float, flo
                 "undefined; no gradient was scaled)"
             )
     largest = max(float(np.abs(parameter.grad).max(initial=0.0)) for parameter in params)
-    root = math.sqrt(sum(_squared_norm(parameter.grad / largest) for parameter in params))
+    root = math.sqrt(sum(kernels.squared_norm(parameter.grad / largest) for parameter in params))
     return largest * root, (max_norm / largest) / root
 
 
@@ -448,9 +399,9 @@ def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
         undefined (unlike torch, which would scale every gradient to NaN or 0): nothing is
         scaled, and the caller should skip the step.
     """
-    max_norm = _check_hyper("max_norm", max_norm, 0.0, low_open=True)
+    max_norm = _checks.number_in("max_norm", max_norm, 0.0, low_open=True)
     params = _parameter_list(params)
-    squared = sum(_squared_norm(parameter.grad) for parameter in params)
+    squared = sum(kernels.squared_norm(parameter.grad) for parameter in params)
     if math.isfinite(squared):
         total = math.sqrt(squared)
         scale = max_norm / (total + 1e-6)

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
+
 __all__ = ["Reparameterization"]
-
-
-def _check_float_array(name: str, array: object) -> None:
-    if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
-        given = f"dtype {array.dtype}" if isinstance(array, np.ndarray) else type(array).__name__
-        raise TypeError(f"{name}: expected a float32 or float64 ndarray, got {given}")
 
 
 class Reparameterization:
@@ -65,7 +61,7 @@ class Reparameterization:
             float64, 177 in float32), where exp(logvar / 2) overflows; z beyond the float range.
         """
         for name, array in (("mu", mu), ("logvar", logvar)):
-            _check_float_array(name, array)
+            _checks.float_array(name, array)
         if mu.ndim != 2:
             raise ValueError(f"mu: expected a 2-D array (batch, latent_dim), got shape {mu.shape}")
         if logvar.shape != mu.shape or logvar.dtype != mu.dtype:
@@ -77,10 +73,9 @@ class Reparameterization:
             raise ValueError("eps, rng: expected exactly one of them, got "
                              + ("both" if eps is not None else "neither"))
         if eps is None:
-            if not isinstance(rng, np.random.Generator):
-                raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+            _checks.generator(rng)
         else:
-            _check_float_array("eps", eps)
+            _checks.float_array("eps", eps)
             if eps.shape != mu.shape or eps.dtype != mu.dtype:
                 raise ValueError(
                     f"eps: expected an ndarray of shape {mu.shape} and dtype {mu.dtype}, "
@@ -96,7 +91,7 @@ class Reparameterization:
                 f"got {logvar.max():g}"
             )
         with np.errstate(over="ignore", invalid="ignore"):  # an overflowing z is reported below
-            z = self._forward(mu, logvar, eps, rng)
+            z = self.forward_unchecked(mu, logvar, eps, rng)
         if not np.isfinite(z).all():
             raise ValueError(
                 f"mu, logvar, eps: z = mu + exp(logvar / 2) * eps overflows {mu.dtype} "
@@ -104,7 +99,7 @@ class Reparameterization:
             )
         return z
 
-    def _forward(
+    def forward_unchecked(
         self, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None
     ) -> np.ndarray:
         """``forward`` without checks: the VAE's training path, on arrays it built itself.
@@ -133,7 +128,7 @@ class Reparameterization:
         """
         if self._eps is None or self._sigma is None:
             raise RuntimeError("Reparameterization.backward called before forward")
-        _check_float_array("grad_z", grad_z)
+        _checks.float_array("grad_z", grad_z)
         if grad_z.shape != self._sigma.shape or grad_z.dtype != self._sigma.dtype:
             raise ValueError(
                 f"grad_z: expected shape {self._sigma.shape} and dtype {self._sigma.dtype} (as z), "

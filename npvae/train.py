@@ -5,9 +5,10 @@ One epoch of ``fit``:
     perm = rng.permutation(n)                             a new order of the training set
     for each minibatch B of rows perm[i*b : (i+1)*b]      (the last, partial batch is kept)
         x = bernoulli(x_B)            if binarize         dynamic binarization, drawn from rng
-        L = mean over B of recon + w_t * kl               model._loss_and_grads, eps ~ rng
+        L = mean over B of recon + w_t * kl               model.loss_and_grads_unchecked, eps ~ rng
         check L and dL/dtheta are finite                  else TrainingError, no step taken
         theta = optimizer.step(theta, dL/dtheta)
+    check theta and the optimizer's state are finite      else TrainingError, epoch not recorded
 
 with the KL weight w_t of KL warm-up ("annealing", Bowman et al. 2016, sec. 3.1; Sonderby et
 al. 2016, sec. 2.3) rising linearly with the global step t = 1, 2, ... from 0 to beta over
@@ -23,38 +24,33 @@ resumed to the bit.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 import numpy as np
 
-from ._files import write_atomically
+from . import _checks
+from . import _kernels as kernels
+from .history import History
 from .models.base import Autoencoder
 from .models.cvae import CVAE
-from .nn import Parameter, _all_finite
+from .nn import Parameter
 from .optim import Adam, Optimizer
 
 __all__ = ["History", "TrainingError", "fit", "evaluate"]
 
-Callback = Callable[[int, "History"], Any]
+Callback = Callable[[int, History], Any]
 
 _EVAL_BATCH_SIZE = 1000
-_TRAIN_FIELDS = ("loss", "recon", "kl", "seconds", "kl_weight")
-_VAL_FIELDS = ("val_loss", "val_recon", "val_kl")
-_CSV_COLUMNS = ("epoch", "loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight")
 
 
 class TrainingError(RuntimeError):
     """Training met a non-finite value: a step's loss or gradient (the step was not taken), or,
-    after an epoch, the parameters or the validation loss (the epoch was not recorded).
+    after an epoch, the parameters, the optimizer's state or the validation loss (the epoch was
+    not recorded).
 
     Attributes
     ----------
@@ -73,138 +69,7 @@ class TrainingError(RuntimeError):
         self.loss = loss
 
 
-def _float_list(name: str, values: Any) -> list[float]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
-        raise TypeError(f"{name}: expected a sequence of numbers, got {type(values).__name__}")
-    result = []
-    for index, value in enumerate(values):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}[{index}]: expected a real number, got {type(value).__name__}")
-        result.append(float(value))
-    return result
-
-
-@dataclass
-class History:
-    """Per-epoch training record: element ``i`` of each list belongs to epoch ``i + 1``.
-
-    Attributes
-    ----------
-    loss, recon, kl : list of float
-        Training metrics: example-weighted means, over the epoch's batches, of the values each
-        batch had when it was used (so they mix parameter values from the whole epoch). ``loss``
-        is ``recon + beta * kl``, the model's full objective, even while a KL warm-up weights
-        the KL term less in the gradient. For an AE, ``kl`` is 0 and ``loss = recon``.
-    val_loss, val_recon, val_kl : list of float
-        The same on the validation set after the epoch (one z per example for a VAE); empty
-        when training had no validation set.
-    seconds : list of float
-        Wall-clock time of each epoch, validation included.
-    kl_weight : list of float
-        KL weight of the epoch's last step (0 for an AE).
-
-    ``len(history)`` is the number of epochs recorded.
-    """
-
-    loss: list[float] = field(default_factory=list)
-    recon: list[float] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_recon: list[float] = field(default_factory=list)
-    val_kl: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    kl_weight: list[float] = field(default_factory=list)
-
-    FIELDS: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight")
-
-    def __post_init__(self) -> None:
-        for name in self.FIELDS:
-            setattr(self, name, _float_list(name, getattr(self, name)))
-        self._check_lengths()
-
-    def _check_lengths(self) -> None:
-        """Every training list has one entry per epoch; the validation lists all have that many or none."""
-        epochs = len(self.loss)
-        for name in _TRAIN_FIELDS:
-            if len(getattr(self, name)) != epochs:
-                raise ValueError(
-                    f"{name}: expected {epochs} values (one per epoch, as loss), got {len(getattr(self, name))}"
-                )
-        for name in _VAL_FIELDS:
-            if len(getattr(self, name)) not in (0, epochs) or len(getattr(self, name)) != len(self.val_loss):
-                raise ValueError(
-                    f"{name}: expected {epochs} values (one per epoch) or none, for all of "
-                    f"{_VAL_FIELDS} alike; got lengths {[len(getattr(self, v)) for v in _VAL_FIELDS]}"
-                )
-
-    def __len__(self) -> int:
-        return len(self.loss)
-
-    @property
-    def has_validation(self) -> bool:
-        return bool(self.val_loss)
-
-    def as_dict(self) -> dict[str, list[float]]:
-        """Every field as a fresh list, keyed by field name (JSON-ready)."""
-        return {name: list(getattr(self, name)) for name in self.FIELDS}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "History":
-        """Build a History from ``as_dict()`` output; the validation fields may be left out.
-
-        Raises
-        ------
-        ValueError
-            Unknown or missing keys, or lists of inconsistent lengths.
-        TypeError
-            ``d`` is not a mapping, or a value is not a sequence of real numbers.
-        """
-        if not isinstance(d, Mapping):
-            raise TypeError(f"d: expected a mapping of field name to list, got {type(d).__name__}")
-        unexpected = sorted(set(d) - set(cls.FIELDS))
-        missing = sorted(set(_TRAIN_FIELDS) - set(d))
-        if unexpected or missing:
-            raise ValueError(f"d: expected the keys {list(cls.FIELDS)}; missing {missing}, unexpected {unexpected}")
-        return cls(**{name: _float_list(f"d[{name!r}]", values) for name, values in d.items()})
-
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write one row per epoch, atomically, and return the path.
-
-        Columns: ``epoch,loss,recon,kl,val_loss,val_recon,val_kl,seconds,kl_weight``, epoch
-        from 1, floats written with ``repr`` (they read back exactly); validation cells are
-        empty when there was no validation set.
-        """
-        path = _check_path(path)
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
-        for index in range(len(self)):
-            row = [str(index + 1)]
-            for name in _CSV_COLUMNS[1:]:
-                values = getattr(self, name)
-                row.append(repr(values[index]) if values else "")
-            writer.writerow(row)
-        data = text.getvalue().encode("utf-8")
-        write_atomically(path, lambda file: file.write(data))
-        return path
-
-
-def _check_path(path: Any) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected str or os.PathLike, got {type(path).__name__}")
-    if os.fspath(path) == "":
-        raise ValueError("path: expected a file name, got ''")
-    return Path(path)
-
-
 # -- argument checks -------------------------------------------------------------------------
-def _int_at_least(name: str, value: Any, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        wanted = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name}: expected {wanted}, got {value!r}")
-    return int(value)
-
-
 def _check_model(model: Any) -> Autoencoder:
     if not isinstance(model, Autoencoder):
         raise TypeError(f"model: expected an npvae AE, VAE or CVAE, got {type(model).__name__}")
@@ -225,28 +90,50 @@ def _check_optimizer(optimizer: Any, parameters: list[Parameter]) -> Optimizer:
     return optimizer
 
 
-def _check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, (bool, np.bool_)):
-        wanted = "True, False or None" if allow_none else "True or False"
-        raise TypeError(f"{name}: expected {wanted}, got {value!r}")
-    return bool(value)
+def _check_history(history: Any, has_validation: bool) -> History:
+    """``history`` (or a new one) if it can be continued with (or without) validation data."""
+    if history is None:
+        return History()
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a History or None, got {type(history).__name__}")
+    history.check_lengths()
+    if len(history) and history.has_validation != has_validation:
+        state = "has" if history.has_validation else "has no"
+        raise ValueError(
+            f"x_val: the history {state} validation metrics, so x_val must "
+            f"{'be given' if history.has_validation else 'be None'} to continue it"
+        )
+    return history
 
 
 def _labels_for(model: Autoencoder, name: str, y: Any, rows: int) -> np.ndarray | None:
     """A CVAE's labels, validated; None for the other models, which take none."""
     if isinstance(model, CVAE):
-        return model._as_labels(y, rows, name=name)
+        return model.validate_labels(y, rows, name=name)
     if y is not None:
         raise ValueError(f"{name}: only a CVAE takes class labels; this is a {type(model).__name__}")
     return None
 
 
-def _check_rng(rng: Any) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
+def _check_iw_samples(model: Autoencoder, iw_samples: Any, kl_warmup_epochs: int) -> int:
+    iw_samples = _checks.positive_int("iw_samples", iw_samples)
+    if iw_samples > 1:
+        if not hasattr(model, "iw_loss_and_grads_unchecked"):
+            raise ValueError(f"iw_samples: the importance-weighted objective needs a VAE, got {type(model).__name__}")
+        if model.beta != 1.0 or kl_warmup_epochs:
+            raise ValueError(f"iw_samples: k = {iw_samples} needs beta = 1 and kl_warmup_epochs = 0 (the bound "
+                             f"L_k has no KL weight), got beta {model.beta!r}, kl_warmup_epochs {kl_warmup_epochs}")
+    return iw_samples
+
+
+def _check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
+    if callable(callbacks) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"callbacks: expected an iterable of callables, e.g. [callback], got {type(callbacks).__name__}")
+    callbacks = tuple(callbacks)
+    for index, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks[{index}]: expected a callable, got {type(callback).__name__}")
+    return callbacks
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -260,7 +147,10 @@ def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for start in range(0, x.shape[0], batch_size):
             rows = slice(start, start + batch_size)
-            terms = model._terms(x[rows], None, rng) if y is None else model._terms(x[rows], y[rows], None, rng)
+            if y is None:
+                terms = model.terms_unchecked(x[rows], None, rng)
+            else:
+                terms = model.terms_unchecked(x[rows], y[rows], None, rng)
             for name in totals:
                 totals[name] += float(getattr(terms, name).sum(dtype=np.float64))
     return {name: total / x.shape[0] for name, total in totals.items()}
@@ -304,9 +194,9 @@ def evaluate(
         A model, ``x`` or ``rng`` of the wrong kind.
     """
     model = _check_model(model)
-    x = model._as_batch(x)
-    rng = np.random.default_rng(0) if rng is None else _check_rng(rng)
-    batch_size = _int_at_least("batch_size", batch_size, 1)
+    x = model.validate(x)
+    rng = np.random.default_rng(0) if rng is None else _checks.generator(rng)
+    batch_size = _checks.positive_int("batch_size", batch_size)
     y = _labels_for(model, "y", y, x.shape[0])
     metrics = _evaluate(model, x, rng, batch_size, y)
     if not all(math.isfinite(value) for value in metrics.values()):
@@ -372,17 +262,7 @@ def _flat_buffers(arrays: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _finite_arrays(arrays: list[np.ndarray]) -> bool:
-    return all(_all_finite(array) for array in arrays)
-
-
-def _after_failure(values: list[np.ndarray], first_step: bool, x_train: np.ndarray) -> str:
-    """The end of a TrainingError message: the state of the parameters, and what to try."""
-    if not _finite_arrays(values):
-        return "but the parameters are already non-finite: an earlier update overflowed them"
-    if first_step:
-        return (f"the parameters keep their last finite values (this was the first step: check the "
-                f"scale of x_train, largest |value| = {_max_abs(x_train):.3g})")
-    return "the parameters keep their last finite values (a lower learning rate may help)"
+    return all(kernels.all_finite(array) for array in arrays)
 
 
 def _kl_weight(beta: float, step: int, warmup_steps: int) -> float:
@@ -390,6 +270,117 @@ def _kl_weight(beta: float, step: int, warmup_steps: int) -> float:
     if warmup_steps == 0:
         return beta
     return beta * min(1.0, step / warmup_steps)
+
+
+class _Epochs:
+    """The loop's state between epochs: what ``fit`` checked, and the steps of one epoch."""
+
+    def __init__(self, model: Autoencoder, optimizer: Optimizer, x_train: np.ndarray, batch_size: int,
+                 binarize: bool, rng: np.random.Generator, kl_warmup_epochs: int,
+                 y_train: np.ndarray | None = None, iw_samples: int = 1) -> None:
+        self.model, self.optimizer, self.x_train = model, optimizer, x_train
+        self.y_train, self.iw_samples = y_train, iw_samples
+        self.batch_size, self.binarize, self.rng = batch_size, binarize, rng
+        self.batches = math.ceil(x_train.shape[0] / batch_size)
+        self.beta = float(getattr(model, "beta", 0.0))
+        self.warmup_steps = kl_warmup_epochs * self.batches
+        parameters = model.parameters()
+        self.gradients = _flat_buffers([parameter.grad for parameter in parameters])
+        self.values = _flat_buffers([parameter.value for parameter in parameters])
+        self.loss = math.nan  # the last step's batch loss
+
+    def train(self, epoch: int, first_step: bool, display: _Progress | None) -> tuple[float, float, float]:
+        """One epoch of steps: (mean recon, mean kl, the last step's KL weight)."""
+        model, n = self.model, self.x_train.shape[0]
+        order = self.rng.permutation(n)
+        recon_sum = kl_sum = kl_weight = 0.0
+        # a step that overflows is reported by the TrainingError below, naming the epoch and
+        # batch; NumPy's overflow warnings from inside the model would only repeat it
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for batch in range(1, self.batches + 1):
+                picked = order[(batch - 1) * self.batch_size : batch * self.batch_size]
+                x_batch = self.x_train[picked]
+                if self.binarize:
+                    x_batch = (self.rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
+                kl_weight = _kl_weight(self.beta, (epoch - 1) * self.batches + batch, self.warmup_steps)
+                if self.iw_samples > 1:
+                    self.loss = model.iw_loss_and_grads_unchecked(x_batch, None, self.rng, self.iw_samples)
+                elif self.y_train is not None:
+                    self.loss = model.loss_and_grads_unchecked(x_batch, self.y_train[picked], None, self.rng, kl_weight)
+                else:
+                    self.loss = model.loss_and_grads_unchecked(x_batch, None, self.rng, kl_weight)
+                if not (math.isfinite(self.loss) and _finite_arrays(self.gradients)):
+                    raise self._step_error(epoch, batch, first_step and batch == 1)
+                self.optimizer.step()
+                recon_sum += model.last_recon * x_batch.shape[0]
+                kl_sum += model.last_kl * x_batch.shape[0]
+                if display is not None:
+                    display.batch(epoch, batch, self.loss)
+        return recon_sum / n, kl_sum / n, kl_weight
+
+    def _step_error(self, epoch: int, batch: int, first_step: bool) -> TrainingError:
+        """The error for a step whose loss or gradient is not finite, saying what state the
+        parameters are in and what to try."""
+        what = "loss" if not math.isfinite(self.loss) else "gradient"
+        if not _finite_arrays(self.values):
+            after = "but the parameters are already non-finite: an earlier update overflowed them"
+        elif first_step:
+            after = (f"the parameters keep their last finite values (this was the first step: check the "
+                     f"scale of x_train, largest |value| = {_max_abs(self.x_train):.3g})")
+        else:
+            after = "the parameters keep their last finite values (a lower learning rate may help)"
+        return TrainingError(
+            f"non-finite {what} at epoch {epoch}, batch {batch} of {self.batches} (loss {self.loss!r}); "
+            f"the step was not taken, {after}", epoch=epoch, batch=batch, loss=self.loss,
+        )
+
+    def check_state(self, epoch: int) -> None:
+        """After an epoch: an update can overflow the parameters even from finite gradients
+        (learning rate times gradient beyond the float range), or the optimizer's state (float32
+        Adam's g^2); the epoch is then not recorded, and callbacks never see that model."""
+        dtype = self.model.dtype
+        if not _finite_arrays(self.values):
+            raise TrainingError(
+                f"non-finite parameters after epoch {epoch}: an update overflowed {dtype} "
+                f"(learning rate times gradient too large); the epoch is not recorded and the "
+                f"parameters are unusable (reload the last checkpoint, lower the learning rate)",
+                epoch=epoch, batch=0, loss=self.loss,
+            )
+        broken = self.optimizer.nonfinite_state()
+        if broken:
+            raise TrainingError(
+                f"non-finite optimizer state after epoch {epoch}: {type(self.optimizer).__name__}'s "
+                f"{', '.join(broken)} overflowed {dtype} (gradients too large for {dtype}: the training "
+                f"diverged, last batch loss {self.loss:.3g}); the epoch is not recorded (reload the last "
+                f"checkpoint, lower the learning rate)",
+                epoch=epoch, batch=0, loss=self.loss,
+            )
+
+
+def _validate_epoch(model: Autoencoder, x_val: np.ndarray, rng: np.random.Generator, epoch: int,
+                    y_val: np.ndarray | None = None) -> dict[str, float]:
+    metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE, y_val)
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise TrainingError(
+            f"non-finite validation loss after epoch {epoch} ({metrics}): the model's "
+            f"computation on x_val overflows {model.dtype} (largest |x_val| = "
+            f"{_max_abs(x_val):.3g}); the epoch is not recorded, the parameters are finite",
+            epoch=epoch, batch=0, loss=metrics["loss"],
+        )
+    return metrics
+
+
+def _record(history: History, beta: float, recon: float, kl: float, kl_weight: float,
+            metrics: dict[str, float] | None, seconds: float) -> None:
+    history.loss.append(recon + beta * kl)
+    history.recon.append(recon)
+    history.kl.append(kl)
+    history.kl_weight.append(kl_weight)
+    if metrics is not None:
+        history.val_loss.append(metrics["loss"])
+        history.val_recon.append(metrics["recon"])
+        history.val_kl.append(metrics["kl"])
+    history.seconds.append(seconds)
 
 
 def fit(
@@ -451,7 +442,8 @@ def fit(
         counting the resumed ones), e.g. to save a checkpoint.
     progress : bool or None
         Show a one-line progress display on stderr: None shows it only when stderr is a
-        terminal. It is the only output of training.
+        terminal. It is the only output of training (and the one place in ``npvae/`` outside
+        the CLI that writes to a stream).
     iw_samples : int
         k of the importance-weighted objective (Burda et al. 2016): each step minimises -L_k
         with k codes per example (``VAE.iw_loss_and_grads``; eps drawn as (batch, k, latent)).
@@ -476,7 +468,9 @@ def fit(
         Also raised, with ``batch = 0``, before an epoch is recorded (and before the callbacks
         run) when the parameters are no longer finite after it (an update overflowed them: they
         are then unusable) or the loss on ``x_val`` is not finite (the parameters are finite;
-        the data overflow the model). Callbacks therefore only ever see a finite model.
+        the data overflow the model), or the optimizer's state is no longer finite (float32 Adam's
+        ``exp_avg_sq`` overflows where |gradient| > ~1.8e19; the weights it scales would never
+        move again). Callbacks therefore only ever see a finite model and optimizer.
     ValueError, TypeError
         Invalid arguments, named in the message.
 
@@ -488,130 +482,44 @@ def fit(
     already taken in the interrupted epoch.
     """
     model = _check_model(model)
-    epochs = _int_at_least("epochs", epochs, 0)
-    batch_size = _int_at_least("batch_size", batch_size, 1)
-    seed = _int_at_least("seed", seed, 0)
-    kl_warmup_epochs = _int_at_least("kl_warmup_epochs", kl_warmup_epochs, 0)
-    binarize = _check_bool("binarize", binarize)
-    progress = _check_bool("progress", progress, allow_none=True)
-    iw_samples = _int_at_least("iw_samples", iw_samples, 1)
-    if iw_samples > 1:
-        if not hasattr(model, "iw_loss_and_grads"):
-            raise ValueError(f"iw_samples: the importance-weighted objective needs a VAE, got {type(model).__name__}")
-        if model.beta != 1.0 or kl_warmup_epochs:
-            raise ValueError(f"iw_samples: k = {iw_samples} needs beta = 1 and kl_warmup_epochs = 0 (the bound "
-                             f"L_k has no KL weight), got beta {model.beta!r}, kl_warmup_epochs {kl_warmup_epochs}")
-    x_train = model._as_batch(x_train, name="x_train")
+    epochs = _checks.int_at_least("epochs", epochs, 0)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    seed = _checks.int_at_least("seed", seed, 0)
+    kl_warmup_epochs = _checks.int_at_least("kl_warmup_epochs", kl_warmup_epochs, 0)
+    binarize = _checks.boolean("binarize", binarize)
+    progress = _checks.boolean("progress", progress, allow_none=True)
+    x_train = model.validate(x_train, name="x_train")
     if binarize and (x_train.min() < 0 or x_train.max() > 1):
         raise ValueError(
             f"x_train: binarize=True needs values in [0, 1] (probabilities), got values in "
             f"[{x_train.min():g}, {x_train.max():g}]"
         )
     y_train = _labels_for(model, "y_train", y_train, x_train.shape[0])
+    x_val = None if x_val is None else model.validate(x_val, name="x_val")
     if x_val is not None:
-        x_val = model._as_batch(x_val, name="x_val")
         y_val = _labels_for(model, "y_val", y_val, x_val.shape[0])
     elif y_val is not None:
         raise ValueError("y_val: labels given without x_val")
+    iw_samples = _check_iw_samples(model, iw_samples, kl_warmup_epochs)
     parameters = model.parameters()
     optimizer = Adam(parameters, lr=1e-3) if optimizer is None else _check_optimizer(optimizer, parameters)
-    rng = np.random.default_rng(seed) if rng is None else _check_rng(rng)
-    if history is None:
-        history = History()
-    elif not isinstance(history, History):
-        raise TypeError(f"history: expected a History or None, got {type(history).__name__}")
-    else:
-        history._check_lengths()
-        if len(history) and history.has_validation != (x_val is not None):
-            state = "has" if history.has_validation else "has no"
-            raise ValueError(
-                f"x_val: the history {state} validation metrics, so x_val must "
-                f"{'be given' if history.has_validation else 'be None'} to continue it"
-            )
-    if callable(callbacks) or not isinstance(callbacks, Iterable):
-        raise TypeError(f"callbacks: expected an iterable of callables, e.g. [callback], got {type(callbacks).__name__}")
-    callbacks = tuple(callbacks)
-    for index, callback in enumerate(callbacks):
-        if not callable(callback):
-            raise TypeError(f"callbacks[{index}]: expected a callable, got {type(callback).__name__}")
+    rng = np.random.default_rng(seed) if rng is None else _checks.generator(rng)
+    history = _check_history(history, x_val is not None)
+    callbacks = _check_callbacks(callbacks)
     if epochs == 0:
         return history
 
-    n = x_train.shape[0]
-    batches_per_epoch = math.ceil(n / batch_size)
-    beta = float(getattr(model, "beta", 0.0))
-    warmup_steps = kl_warmup_epochs * batches_per_epoch
-    gradients = _flat_buffers([parameter.grad for parameter in parameters])
-    values = _flat_buffers([parameter.value for parameter in parameters])
-    first_epoch = len(history) + 1
-    last_epoch = len(history) + epochs
+    loop = _Epochs(model, optimizer, x_train, batch_size, binarize, rng, kl_warmup_epochs, y_train, iw_samples)
+    first_epoch, last_epoch = len(history) + 1, len(history) + epochs
     stream = _progress_stream(progress)
-    display = _Progress(stream, last_epoch, batches_per_epoch) if stream is not None else None
+    display = _Progress(stream, last_epoch, loop.batches) if stream is not None else None
     try:
         for epoch in range(first_epoch, last_epoch + 1):
             started = time.perf_counter()
-            order = rng.permutation(n)
-            recon_sum = kl_sum = 0.0
-            kl_weight = 0.0
-            # a step that overflows is reported by the TrainingError below, naming the epoch and
-            # batch; NumPy's overflow warnings from inside the model would only repeat it
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for batch in range(1, batches_per_epoch + 1):
-                    picked = order[(batch - 1) * batch_size : batch * batch_size]
-                    x_batch = x_train[picked]
-                    if binarize:
-                        x_batch = (rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
-                    step = (epoch - 1) * batches_per_epoch + batch
-                    kl_weight = _kl_weight(beta, step, warmup_steps)
-                    if iw_samples > 1:
-                        loss = model._iw_loss_and_grads(x_batch, None, rng, iw_samples)
-                    elif y_train is not None:
-                        loss = model._loss_and_grads(x_batch, y_train[picked], None, rng, kl_weight)
-                    else:
-                        loss = model._loss_and_grads(x_batch, None, rng, kl_weight)
-                    if not (math.isfinite(loss) and _finite_arrays(gradients)):
-                        what = "loss" if not math.isfinite(loss) else "gradient"
-                        first_step = epoch == first_epoch and batch == 1
-                        raise TrainingError(
-                            f"non-finite {what} at epoch {epoch}, batch {batch} of {batches_per_epoch} "
-                            f"(loss {loss!r}); the step was not taken, "
-                            + _after_failure(values, first_step, x_train),
-                            epoch=epoch, batch=batch, loss=loss,
-                        )
-                    optimizer.step()
-                    rows = x_batch.shape[0]
-                    recon_sum += model.last_recon * rows
-                    kl_sum += model.last_kl * rows
-                    if display is not None:
-                        display.batch(epoch, batch, loss)
-            # one pass per epoch: an update can overflow the parameters even from finite gradients
-            # (learning rate times gradient beyond the float range); callbacks never see that model
-            if not _finite_arrays(values):
-                raise TrainingError(
-                    f"non-finite parameters after epoch {epoch}: an update overflowed {model.dtype} "
-                    f"(learning rate times gradient too large); the epoch is not recorded and the "
-                    f"parameters are unusable (reload the last checkpoint, lower the learning rate)",
-                    epoch=epoch, batch=0, loss=loss,
-                )
-            if x_val is not None:
-                metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE, y_val)
-                if not all(math.isfinite(value) for value in metrics.values()):
-                    raise TrainingError(
-                        f"non-finite validation loss after epoch {epoch} ({metrics}): the model's "
-                        f"computation on x_val overflows {model.dtype} (largest |x_val| = "
-                        f"{_max_abs(x_val):.3g}); the epoch is not recorded, the parameters are finite",
-                        epoch=epoch, batch=0, loss=metrics["loss"],
-                    )
-            recon, kl = recon_sum / n, kl_sum / n
-            history.loss.append(recon + beta * kl)
-            history.recon.append(recon)
-            history.kl.append(kl)
-            history.kl_weight.append(kl_weight)
-            if x_val is not None:
-                history.val_loss.append(metrics["loss"])
-                history.val_recon.append(metrics["recon"])
-                history.val_kl.append(metrics["kl"])
-            history.seconds.append(time.perf_counter() - started)
+            recon, kl, kl_weight = loop.train(epoch, epoch == first_epoch, display)
+            loop.check_state(epoch)
+            metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch, y_val)
+            _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
             if display is not None:
                 display.epoch(epoch, history)
             for callback in callbacks:

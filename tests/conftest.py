@@ -18,14 +18,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from hypothesis import settings
+import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-settings.register_profile("npvae", max_examples=25, deadline=None, print_blob=True)
-settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True)
+# the kernel_set fixture below is function-scoped on purpose: it selects the kernels for all of a
+# property's examples, so Hypothesis's warning about function-scoped fixtures does not apply
+_QUIET = [HealthCheck.function_scoped_fixture]
+settings.register_profile("npvae", max_examples=25, deadline=None, print_blob=True, suppress_health_check=_QUIET)
+settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True, suppress_health_check=_QUIET)
 # CI (CI=true): the same examples on every run, so that a red CI always means a real, repeatable failure
-settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True, derandomize=True)
+settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True, derandomize=True,
+                          suppress_health_check=_QUIET)
 settings.load_profile(os.environ.get("NPVAE_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "npvae"))
 
 MAX_BATCH = 5
@@ -189,3 +194,13 @@ def array_arguments(draw: st.DrawFn, arrays: st.SearchStrategy[np.ndarray]) -> o
     if form == "junk":
         return draw(junk)
     return array
+
+
+@pytest.fixture(params=["fast", "reference"])
+def kernel_set(request: pytest.FixtureRequest):
+    """Run the test once on each kernel set of ``npvae.kernels`` (the fast default and the plain
+    NumPy reference); the set in use is restored afterwards. Yields the set's name."""
+    from npvae import kernels
+
+    with kernels.using(request.param):
+        yield request.param

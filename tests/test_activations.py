@@ -38,12 +38,14 @@ def reference(module: object, x: np.ndarray) -> np.ndarray:
 
 
 # -- gradients -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("kernel_set")
 @given(x=arrays_away_from_zero(), seed=seeds)
 def test_relu_gradients_match_finite_differences_away_from_the_kink(x: np.ndarray, seed: int) -> None:
     report = gradcheck_module(ReLU(), x, rng=np.random.default_rng(seed))
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(x=arrays_away_from_zero(), slope=leaky_slopes, seed=seeds)
 def test_leaky_relu_gradients_match_finite_differences_for_every_slope(
     x: np.ndarray, slope: float, seed: int
@@ -52,6 +54,7 @@ def test_leaky_relu_gradients_match_finite_differences_for_every_slope(
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(x=arrays_away_from_zero(high=1e-2), slope=st.none() | leaky_slopes, seed=seeds)
 def test_relu_and_leaky_relu_gradients_match_just_beside_the_kink(x: np.ndarray, slope: float | None,
                                                                   seed: int) -> None:
@@ -60,6 +63,7 @@ def test_relu_and_leaky_relu_gradients_match_just_beside_the_kink(x: np.ndarray,
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("module_class", [Identity, Sigmoid, Tanh], ids=["identity", "sigmoid", "tanh"])
 @given(x=float_arrays(low=-6.0, high=6.0), seed=seeds)
 def test_smooth_activation_gradients_match_finite_differences(
@@ -69,6 +73,7 @@ def test_smooth_activation_gradients_match_finite_differences(
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(magnitude=float_arrays(low=20.0, high=40.0), sign=st.sampled_from([-1.0, 1.0]), seed=seeds)
 def test_sigmoid_gradient_matches_at_large_inputs(magnitude: np.ndarray, sign: float, seed: int) -> None:
     report = gradcheck_module(Sigmoid(), sign * magnitude, rng=np.random.default_rng(seed))

@@ -201,7 +201,7 @@ def _fit_that_breaks_in_epoch_2(monkeypatch, failure):
     real_fit = npvae.train.fit
 
     def fit(model, *args, callbacks=(), **kwargs):
-        real_step = model._loss_and_grads
+        real_step = model.loss_and_grads_unchecked
         calls = []
 
         def step(*step_args):
@@ -210,7 +210,7 @@ def _fit_that_breaks_in_epoch_2(monkeypatch, failure):
 
         def arm(epoch, history):
             if epoch == 1:
-                model._loss_and_grads = step
+                model.loss_and_grads_unchecked = step
 
         return real_fit(model, *args, callbacks=[*callbacks, arm], **kwargs)
 
@@ -241,7 +241,7 @@ def test_ctrl_c_keeps_the_checkpoint_of_the_last_finished_epoch(tmp_path, monkey
 
 
 def test_ctrl_c_between_checkpoint_and_csv_leaves_them_in_agreement(tmp_path, monkeypatch, capsys):
-    real_to_csv = npvae.train.History.to_csv
+    real_to_csv = npvae.history.History.to_csv
     interrupted = []
 
     def to_csv(self, path):
@@ -250,7 +250,7 @@ def test_ctrl_c_between_checkpoint_and_csv_leaves_them_in_agreement(tmp_path, mo
             raise KeyboardInterrupt
         return real_to_csv(self, path)
 
-    monkeypatch.setattr(npvae.train.History, "to_csv", to_csv)
+    monkeypatch.setattr(npvae.history.History, "to_csv", to_csv)
     out = tmp_path / "run"
     assert train(out, "--epochs", "3") == 130
     assert interrupted

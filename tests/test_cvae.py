@@ -3,7 +3,8 @@ its definition, sampling a chosen class, the likelihood estimate, and the checks
 
 Gradient checks: ``npvae.gradcheck`` in float64 on ``loss_and_grads`` with a fixed eps, central
 differences with step 1e-6, |analytic - numeric| <= 1e-7 + 1e-5 max(|analytic|, |numeric|) (the
-library's defaults). PyTorch parity: 1e-10 relative in float64, as for the VAE.
+library's defaults). PyTorch parity: 1e-10 relative in float64, as for the VAE. Both run on each
+kernel set of ``npvae.kernels`` (fast and reference).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ MODELS = {
 }
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("name", list(MODELS))
 def test_cvae_gradients_match_finite_differences(name: str) -> None:
     report = check_gradients(MODELS[name]())
@@ -189,6 +191,18 @@ def test_sample_and_decode_check_their_labels() -> None:
         model.decode(np.zeros((2, 3)), [1])
 
 
+def test_public_methods_refuse_outputs_that_overflow_naming_the_input() -> None:
+    model = CVAE(INPUT_DIM, CLASSES, (6,), 3, seed=17)
+    with pytest.raises(ValueError, match=r"^z: the model's decoder output overflows float64"):
+        model.decode(np.full((2, 3), 1e308), [0, 1])
+    x, y = data_for(model)
+    model.head.weight.value[...] = 1e308
+    with pytest.raises(ValueError, match=r"^x: the model's encoding overflows float64"):
+        model.encode(x, y)
+    with pytest.raises(ValueError, match=r"^x: the model's encoding overflows float64"):
+        model.reconstruct(x, y)
+
+
 def test_constructor_rejects_fewer_than_two_classes() -> None:
     with pytest.raises(ValueError, match=r"^num_classes: expected at least 2 classes, got 1"):
         CVAE(INPUT_DIM, 1)
@@ -197,6 +211,7 @@ def test_constructor_rejects_fewer_than_two_classes() -> None:
 
 
 # -- PyTorch parity ------------------------------------------------------------------------------
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("output", ["bernoulli", "gaussian"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)], ids=["float64", "float32"])
 def test_cvae_loss_and_gradients_match_torch_autograd(output: str, dtype, rtol: float) -> None:

@@ -26,6 +26,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 # -- gradients -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("kernel_set")
 @given(data=st.data())
 def test_bce_with_logits_gradient_matches_finite_differences(data: st.DataObject) -> None:
     logits = data.draw(float_arrays(low=-12.0, high=12.0))
@@ -39,6 +40,7 @@ def test_bce_with_logits_gradient_matches_finite_differences(data: st.DataObject
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(arrays=same_shape_arrays(2))
 def test_squared_error_gradient_matches_finite_differences(arrays: tuple[np.ndarray, np.ndarray]) -> None:
     prediction, target = arrays
@@ -51,6 +53,7 @@ def test_squared_error_gradient_matches_finite_differences(arrays: tuple[np.ndar
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(arrays=same_shape_arrays(2, low=-2.0, high=2.0), data=st.data())
 def test_gaussian_nll_gradients_match_finite_differences(
     arrays: tuple[np.ndarray, np.ndarray], data: st.DataObject
@@ -66,6 +69,7 @@ def test_gaussian_nll_gradients_match_finite_differences(
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(arrays=same_shape_arrays(2))
 def test_gaussian_kl_gradients_match_finite_differences(arrays: tuple[np.ndarray, np.ndarray]) -> None:
     def fun(mu: np.ndarray, logvar: np.ndarray) -> tuple[float, list[np.ndarray]]:

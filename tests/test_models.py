@@ -83,11 +83,13 @@ MODELS = {
 }
 
 
+@pytest.mark.usefixtures("kernel_set")
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_gradients_match_finite_differences(name: str) -> None:
     check_model_gradients(MODELS[name]())
 
 
+@pytest.mark.usefixtures("kernel_set")
 def test_vae_gradients_with_a_kl_weight_match_finite_differences() -> None:
     check_model_gradients(VAE(INPUT_DIM, (6,), 3, seed=10), kl_weight=0.3)
 
@@ -537,3 +539,60 @@ def test_from_seed_rejects_non_positive_sizes_naming_its_own_argument(argument: 
     # about one of them must name the argument the caller wrote, not the VAE's
     with pytest.raises(ValueError, match=f"^{argument}: "):
         VAE.from_seed(**{argument: 0})
+
+
+# -- overflowing outputs, bounded memory (issue 11 §5, §3) ------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [AE, VAE])
+def test_decode_of_a_finite_z_near_the_float_maximum_raises_instead_of_returning_nan(make, dtype) -> None:
+    model = make(INPUT_DIM, (6,), 3, seed=1, dtype=dtype)
+    z = np.full((2, 3), np.finfo(dtype).max, dtype=dtype)  # finite; the old decode gave NaN here
+    with pytest.raises(ValueError, match=r"^z: the model's decoder output overflows"):
+        model.decode(z)
+    assert np.isfinite(model.decode(np.ones((2, 3), dtype=dtype))).all()
+
+
+@pytest.mark.parametrize("make", [AE, VAE])
+@pytest.mark.parametrize("method", ["encode", "reconstruct", "sample"])
+def test_a_model_with_huge_weights_raises_instead_of_returning_inf_or_nan(make, method: str) -> None:
+    """A loadable checkpoint may hold finite weights so large that every output overflows."""
+    model = make(INPUT_DIM, (6,), 3, seed=2, dtype=np.float32)
+    x = data_for(model, batch=3).astype(np.float32)
+    for parameter in model.parameters():
+        parameter.value[...] = np.sign(parameter.value) * 1e30 + 1e30
+    call = {"encode": lambda: model.encode(x), "reconstruct": lambda: model.reconstruct(x),
+            "sample": lambda: model.sample(3, np.random.default_rng(0))}[method]
+    with pytest.raises(ValueError, match=r"overflows float32 .*the parameters are unusable"):
+        call()
+
+
+def test_log_likelihood_runs_in_memory_bounded_by_max_rows_whatever_k() -> None:
+    """The log-sum-exp over k runs over blocks of samples: no (n, k) array. With k = 300,000 the
+    old (1, k) float64 array alone took 2.4 MB; the peak traced here stays below 0.5 MB."""
+    import tracemalloc
+
+    model = VAE(4, (3,), 2, seed=3)
+    x = data_for(model, batch=1)
+    model.log_likelihood(x, k=10, rng=np.random.default_rng(0), max_rows=256)  # work buffers built once
+    tracemalloc.start()
+    try:
+        result = model.log_likelihood(x, k=300_000, rng=np.random.default_rng(0), max_rows=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(result).all()
+    assert peak < 500_000, f"peak {peak} bytes"
+
+
+def test_memory_bytes_counts_parameters_and_work_and_refuses_what_is_not_a_size() -> None:
+    model = VAE(64, (32, 16), 2, dtype=np.float32)
+    estimate = npvae.models.memory_bytes(64, (32, 16), 2, rows=1, dtype=np.float32)
+    assert estimate >= 4 * model.num_parameters() * 4  # value, grad and Adam's two moments
+    more_rows = npvae.models.memory_bytes(64, (32, 16), 2, rows=1001, dtype=np.float32)
+    assert more_rows - estimate == 1000 * (more_rows - estimate) // 1000 > 0  # linear in rows
+    huge = npvae.models.memory_bytes(784, [10**9], 2, rows=128)  # sizes no machine holds: just a number
+    assert isinstance(huge, int) and huge > 10**13
+    with pytest.raises(ValueError, match=r"^hidden_dims\[0\]: "):
+        npvae.models.memory_bytes(784, [0], 2, rows=1)
+    with pytest.raises(ValueError, match="^rows: "):
+        npvae.models.memory_bytes(784, [10], 2, rows=0)

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npvae import Dense, Identity, LeakyReLU, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh, gradcheck_module
-from npvae.nn import _all_finite, _matmul, _matvec, as_float_dtype
+from npvae.nn import as_float_dtype
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
@@ -41,6 +41,7 @@ class Pair(Module):
 
 
 # -- gradients -------------------------------------------------------------------------------
+@pytest.mark.usefixtures("kernel_set")
 @given(shape=shapes(), out_features=dims, init=st.sampled_from(["he", "glorot"]), seed=seeds, data=st.data())
 def test_dense_gradients_match_finite_differences(
     shape: tuple[int, int], out_features: int, init: str, seed: int, data: st.DataObject
@@ -52,6 +53,7 @@ def test_dense_gradients_match_finite_differences(
     assert report.passed, str(report)
 
 
+@pytest.mark.usefixtures("kernel_set")
 @given(x=arrays_away_from_zero(shapes(max_dim=3)), seed=seeds)
 def test_sequential_gradients_match_finite_differences(x: np.ndarray, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -349,58 +351,7 @@ def test_backward_without_accumulate_overwrites_stale_gradients() -> None:
         np.testing.assert_array_equal(parameter.grad, grad)
 
 
-# -- memory order: the BLAS helpers and Dense(order=) ---------------------------------------
-def _laid_out(array: np.ndarray, layout: str) -> np.ndarray:
-    """``array``'s values stored row-major ("C"), column-major ("F") or as a strided view ("S")."""
-    if layout == "S":
-        wide = np.zeros((array.shape[0], 2 * array.shape[1]), dtype=array.dtype)
-        wide[:, ::2] = array
-        return wide[:, ::2]
-    return array.copy(order=layout)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("layout_a", ["C", "F", "S"])
-@pytest.mark.parametrize("layout_b", ["C", "F", "S"])
-@pytest.mark.parametrize("layout_out", ["C", "F", "S"])
-@pytest.mark.parametrize("beta", [0.0, 1.0])
-@pytest.mark.parametrize("shape", [(5, 3, 4), (1, 3, 4), (5, 3, 1), (1, 1, 1), (5, 1, 4)])
-def test_matmul_computes_a_b_plus_beta_out_in_place_for_any_memory_order(
-    dtype: type, layout_a: str, layout_b: str, layout_out: str, beta: float, shape: tuple[int, int, int]
-) -> None:
-    rows, inner, columns = shape
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((rows, inner)).astype(dtype)
-    b = rng.standard_normal((inner, columns)).astype(dtype)
-    start = rng.standard_normal((rows, columns)).astype(dtype)
-    out = _laid_out(start, layout_out)
-    if beta == 0.0:
-        out[...] = np.nan  # as in BLAS, beta = 0 must not read out
-    _matmul(_laid_out(a, layout_a), _laid_out(b, layout_b), out=out, beta=beta)
-    expected = a.astype(np.float64) @ b.astype(np.float64) + beta * start
-    tolerance = 1e-6 if dtype == np.float32 else 1e-14
-    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
-
-
-@pytest.mark.parametrize("inner", [0, 3])
-@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
-def test_matmul_over_an_empty_inner_dimension_gives_beta_out(inner: int, beta: float) -> None:
-    out = np.full((2, 4), 3.0)
-    a, b = np.ones((2, inner)), np.ones((inner, 4))
-    _matmul(a, b, out=out, beta=beta)
-    np.testing.assert_array_equal(out, np.full((2, 4), inner + 3.0 * beta))
-
-
-@pytest.mark.parametrize("layout", ["C", "F", "S"])
-@pytest.mark.parametrize("beta", [0.0, 1.0])
-def test_matvec_computes_alpha_a_x_plus_beta_out_for_any_memory_order(layout: str, beta: float) -> None:
-    rng = np.random.default_rng(1)
-    a, x, start = rng.standard_normal((6, 4)), rng.standard_normal(4), rng.standard_normal(6)
-    out = start.copy()
-    _matvec(_laid_out(a, layout), x, out=out, alpha=0.5, beta=beta)
-    np.testing.assert_allclose(out, 0.5 * a @ x + beta * start, rtol=1e-14, atol=1e-14)
-
-
+# -- memory order: Dense(order=) ------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dense_column_major_output_has_the_same_values_and_gradients(dtype: type) -> None:
     rng = np.random.default_rng(2)
@@ -433,26 +384,3 @@ def test_activations_and_input_gradients_keep_the_inputs_memory_order(make) -> N
         results[order] = y.copy(), grad_x.copy(), grad_activation.copy()
     for row_major, column_major in zip(results["C"], results["F"]):
         np.testing.assert_allclose(column_major, row_major, rtol=1e-13, atol=1e-15)
-
-
-# -- _all_finite: one BLAS pass must never miss a NaN or inf -------------------------------------
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_all_finite_finds_a_nan_or_inf_at_every_position(dtype: type, bad: float) -> None:
-    rng = np.random.default_rng(5)
-    # around every SIMD width and tail; 250,001 is above the size where OpenBLAS splits asum over threads
-    for size in (*range(1, 70), 127, 128, 129, 1000, 65_537, 250_001):
-        array = rng.standard_normal(size).astype(dtype)
-        assert _all_finite(array)
-        positions = range(size) if size < 200 else (0, 1, size // 2, size - size // 5, size - 2, size - 1)
-        for position in positions:
-            array[position] = bad
-            assert not _all_finite(array), (size, position)
-            array[position] = 0.5
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_all_finite_accepts_large_finite_values_whose_sum_overflows(dtype: type) -> None:
-    array = np.full((3, 4), np.finfo(dtype).max, dtype=dtype)
-    assert _all_finite(array)
-    assert _all_finite(np.empty((0, 3), dtype=dtype))

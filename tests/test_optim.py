@@ -368,12 +368,12 @@ def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflu
     """Entries whose gradient is 0 and whose state sits in the subnormal range are set to 0 every
     50 steps; the normal entries and every parameter come out bit-identical to an optimizer that
     never flushes (the documented claim: a subnormal moment moves no parameter)."""
-    import npvae.optim as optim
+    from npvae import kernels
 
     tiny = np.finfo(dtype).tiny
     runs = {}
-    for name, interval in (("flushed", optim._FLUSH_INTERVAL), ("unflushed", 10**9)):
-        monkeypatch.setattr(optim, "_FLUSH_INTERVAL", interval)
+    for name, interval in (("flushed", kernels.FLUSH_INTERVAL), ("unflushed", 10**9)):
+        monkeypatch.setattr(kernels, "FLUSH_INTERVAL", interval)
         rng = np.random.default_rng(6)
         parameter = Parameter(rng.standard_normal(40).astype(dtype))
         optimizer = Adam([parameter], lr=1e-2)
@@ -394,3 +394,13 @@ def test_adam_flushes_subnormal_state_to_zero_and_leaves_the_parameters_as_unflu
     for state, reference in zip(flushed_states[50], unflushed_states[50]):
         assert np.all(state[:20] == 0) and np.all(reference[:20] != 0)
         np.testing.assert_array_equal(state[20:], reference[20:])
+
+
+# -- duplicate parameters (issue 11 §5) ---------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda params: Adam(params, lr=0.1), lambda params: SGD(params, lr=0.1)])
+def test_optimizers_refuse_the_same_parameter_twice(make: Callable) -> None:
+    """Adam([p, p]) used to step p twice per step; as torch does, a repeated parameter is refused."""
+    first, second = Parameter(np.ones(3)), Parameter(np.ones(2))
+    with pytest.raises(ValueError, match=r"^params\[2\]: the same Parameter as params\[0\]"):
+        make([first, second, first])
+    make([first, second])  # distinct parameters are fine

@@ -57,6 +57,9 @@ torch = pytest.importorskip("torch")
 import npvae  # noqa: E402  (after the skip: only run when torch is there)
 from npvae import activations  # noqa: E402
 
+# every comparison with torch runs on both kernel sets of npvae.kernels (fast and reference)
+pytestmark = pytest.mark.usefixtures("kernel_set")
+
 torch.set_num_threads(1)
 F = torch.nn.functional
 

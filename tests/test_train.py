@@ -139,13 +139,13 @@ def test_continuing_a_history_equals_one_long_run():
 def test_dynamic_binarization_feeds_binary_batches_to_the_model(monkeypatch):
     model = small_vae()
     seen = []
-    original = model._loss_and_grads
+    original = model.loss_and_grads_unchecked
 
     def recording(x, eps, rng, kl_weight):
         seen.append(x.copy())
         return original(x, eps, rng, kl_weight)
 
-    monkeypatch.setattr(model, "_loss_and_grads", recording)
+    monkeypatch.setattr(model, "loss_and_grads_unchecked", recording)
     fit(model, DIGITS_TRAIN[:100], 1, batch_size=40, binarize=True)
     assert [batch.shape[0] for batch in seen] == [40, 40, 20]
     stacked = np.concatenate(seen)
@@ -157,13 +157,13 @@ def test_each_epoch_visits_every_row_once(monkeypatch):
     model = small_ae()
     x = np.linspace(0, 1, 70 * 64).reshape(70, 64)
     seen = []
-    original = model._loss_and_grads
+    original = model.loss_and_grads_unchecked
 
     def recording(x_batch, eps, rng, kl_weight):
         seen.append(x_batch.copy())
         return original(x_batch, eps, rng, kl_weight)
 
-    monkeypatch.setattr(model, "_loss_and_grads", recording)
+    monkeypatch.setattr(model, "loss_and_grads_unchecked", recording)
     fit(model, x, 2, batch_size=32)
     assert [batch.shape[0] for batch in seen] == [32, 32, 6] * 2
     for epoch_batches in (seen[:3], seen[3:]):
@@ -175,7 +175,7 @@ def test_each_epoch_visits_every_row_once(monkeypatch):
 # -- non-finite steps ----------------------------------------------------------------------------
 def _fail_on_call(model, monkeypatch, call: int, what: str) -> dict:
     """Make the model's ``call``-th loss (or gradient) NaN; record the parameters at that moment."""
-    original = model._loss_and_grads
+    original = model.loss_and_grads_unchecked
     seen = {"calls": 0}
 
     def patched(x, eps, rng, kl_weight):
@@ -188,7 +188,7 @@ def _fail_on_call(model, monkeypatch, call: int, what: str) -> dict:
             model.parameters()[-1].grad[0] = np.inf
         return loss
 
-    monkeypatch.setattr(model, "_loss_and_grads", patched)
+    monkeypatch.setattr(model, "loss_and_grads_unchecked", patched)
     return seen
 
 
@@ -236,13 +236,13 @@ def test_diverging_sgd_raises_training_error():
 # -- KL warm-up ------------------------------------------------------------------------------------
 def _record_kl_weights(model, monkeypatch) -> list[float]:
     weights: list[float] = []
-    original = model._loss_and_grads
+    original = model.loss_and_grads_unchecked
 
     def recording(x, eps, rng, kl_weight):
         weights.append(kl_weight)
         return original(x, eps, rng, kl_weight)
 
-    monkeypatch.setattr(model, "_loss_and_grads", recording)
+    monkeypatch.setattr(model, "loss_and_grads_unchecked", recording)
     return weights
 
 
@@ -285,14 +285,14 @@ def test_reported_loss_is_recon_plus_beta_kl_even_during_warmup():
 def test_epoch_metrics_are_example_weighted_batch_means(monkeypatch):
     model = small_ae()
     batch_values = []
-    original = model._loss_and_grads
+    original = model.loss_and_grads_unchecked
 
     def recording(x, eps, rng, kl_weight):
         loss = original(x, eps, rng, kl_weight)
         batch_values.append((x.shape[0], model.last_recon))
         return loss
 
-    monkeypatch.setattr(model, "_loss_and_grads", recording)
+    monkeypatch.setattr(model, "loss_and_grads_unchecked", recording)
     history = fit(model, DIGITS_TRAIN[:110], 1, batch_size=50)
     expected = sum(rows * recon for rows, recon in batch_values) / 110
     assert [rows for rows, _ in batch_values] == [50, 50, 10]
@@ -506,3 +506,21 @@ def test_history_csv_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
         History(loss=[2.0], recon=[2.0], kl=[0.0], seconds=[0.1], kl_weight=[0.0]).to_csv(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["h.csv"]
+
+
+def test_fit_raises_on_an_optimizer_state_that_overflowed_instead_of_returning() -> None:
+    """Gradients of ~1e20 are finite in float32, their squares are not: Adam's exp_avg_sq turns inf
+    and the weights it scales never move again, while the loss stays finite. fit used to return
+    normally (loss ~1e20, 11 entries of exp_avg_sq at inf); it must say the run diverged, naming
+    the optimizer state, and not record the epoch."""
+    model = AE(6, (5,), 2, output="gaussian", dtype=np.float32, seed=0)
+    x = np.random.default_rng(0).uniform(0, 1, (20, 6)).astype(np.float32) * 1e10
+    optimizer = Adam(model.parameters(), lr=1e-3)
+    history = History()
+    with pytest.raises(TrainingError, match=r"optimizer state after epoch 1: Adam's exp_avg_sq") as error:
+        fit(model, x, epochs=1, optimizer=optimizer, history=history)
+    assert error.value.epoch == 1 and error.value.batch == 0 and len(history) == 0
+    assert optimizer.nonfinite_state() == ["exp_avg_sq"]
+    # the same data a thousand times smaller train normally: the check is not a false alarm
+    model = AE(6, (5,), 2, output="gaussian", dtype=np.float32, seed=0)
+    fit(model, x / 1e3, epochs=1, optimizer=Adam(model.parameters(), lr=1e-3))

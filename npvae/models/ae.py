@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Autoencoder, mlp
-from .vae import LossTerms
+from .base import Autoencoder, LossTerms, mlp
 
 __all__ = ["AE"]
 
@@ -55,12 +54,21 @@ class AE(Autoencoder):
         self.last_kl = 0.0
 
     def encode(self, x: Any) -> np.ndarray:
-        """The code of each row of x (batch, input_dim): (batch, latent_dim)."""
-        return self.encoder.forward(self._as_batch(x)).copy()
+        """The code of each row of x (batch, input_dim): (batch, latent_dim).
+
+        Raises ValueError naming ``x`` if the code overflows the model's dtype (huge parameters)."""
+        x = self._as_batch(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            return self._finite_output(self.encoder.forward(x), "code", "x", x).copy()
 
     def reconstruct(self, x: Any) -> np.ndarray:
-        """decode(encode(x)): (batch, input_dim) decoder means."""
-        return self._mean_of(self.decoder.forward(self.encoder.forward(self._as_batch(x))))
+        """decode(encode(x)): (batch, input_dim) decoder means.
+
+        Raises ValueError naming ``x`` if the computation overflows the model's dtype."""
+        x = self._as_batch(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            decoded = self.decoder.forward(self._finite_output(self.encoder.forward(x), "code", "x", x))
+            return self._mean_of(self._finite_output(decoded, "reconstruction", "x", x))
 
     def terms(self, x: Any, *, eps: Any = None, rng: Any = None) -> LossTerms:
         """Per-example (loss, recon, kl) with kl = 0 and loss = recon: the same shape of answer
@@ -68,14 +76,15 @@ class AE(Autoencoder):
         Raises ValueError naming ``x`` if the loss overflows the model's dtype."""
         x = self._as_batch(x)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            terms = self._terms(x, None, None)
+            terms = self.terms_unchecked(x, None, None)
         if not np.isfinite(terms.loss).all():
             raise self._loss_overflow_error(x)
         return terms
 
-    def _terms(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
-        """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""
-        recon = self._reconstruction_nll(self.decoder.forward(self.encoder.forward(x)), x)
+    def terms_unchecked(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
+        """``terms`` on an array returned by ``validate``; values are not checked (an overflow
+        gives inf or NaN). ``eps`` and ``rng`` are unused."""
+        recon, _ = self._reconstruction_nll(self.decoder.forward(self.encoder.forward(x)), x)
         return LossTerms(recon, recon.copy(), np.zeros_like(recon))
 
     def loss_and_grads(
@@ -89,18 +98,19 @@ class AE(Autoencoder):
         """
         x = self._as_batch(x)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            loss = self._loss_and_grads(x, None, None, 0.0)
+            loss = self.loss_and_grads_unchecked(x, None, None, 0.0)
         if not math.isfinite(loss):
             raise self._loss_overflow_error(x)
         return loss
 
-    def _loss_and_grads(self, x: np.ndarray, eps: Any, rng: Any, kl_weight: float) -> float:
-        """loss_and_grads on validated input; the noise arguments are unused by an AE.
+    def loss_and_grads_unchecked(self, x: np.ndarray, eps: Any, rng: Any, kl_weight: float) -> float:
+        """``loss_and_grads`` on an array returned by ``validate`` (the training loop's entry); the
+        noise and KL arguments are unused by an AE. Non-finite values propagate.
 
-        The backward calls overwrite the grads (accumulate=False): no zero_grad pass needed.
+        L = mean over the batch of recon; dL/dlogits = grad_recon / batch, then the decoder's and
+        the encoder's backward, which overwrite the grads (accumulate=False: no zero_grad pass).
         """
-        recon = self._reconstruction_nll(self.decoder.forward(self.encoder.forward(x)), x)
-        grad_decoded = self._grad_decoded
+        recon, grad_decoded = self._reconstruction_nll(self.decoder.forward(self.encoder.forward(x)), x)
         grad_decoded *= 1.0 / x.shape[0]
         grad_code = self.decoder.backward(grad_decoded, accumulate=False)
         self.encoder.backward(grad_code, input_grad=False, accumulate=False)

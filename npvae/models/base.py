@@ -1,24 +1,57 @@
-"""What the AE and the VAE share: the MLP builders, the decoder's likelihood, input checks."""
+"""What the AE and the VAE share: the MLP builder, the decoder's likelihood, the checks at the
+public door, the per-example loss terms, and the memory a model of given sizes needs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import _checks
+from .. import _kernels as kernels
 from ..activations import ACTIVATIONS, make_activation, sigmoid_into
-from ..losses import LOG_2PI, _bce_with_logits_into, _softplus_row_parts, _squared_error_into
-from ..nn import (Dense, Module, Sequential, _all_finite, _check_negative_slope, _largest_magnitude, _matvec,
-                  as_float_dtype)
+from ..losses import LOG_2PI, bce_with_logits_into, squared_error_into
+from ..nn import Dense, Module, Sequential, as_float_dtype
+
+__all__ = ["Autoencoder", "LossTerms", "mlp", "memory_bytes", "OUTPUTS"]
 
 OUTPUTS = ("bernoulli", "gaussian")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+class LossTerms(NamedTuple):
+    """Per-example terms of the negative ELBO, in nats: loss = recon + beta * kl (kl = 0 for an AE)."""
+
+    loss: np.ndarray
+    recon: np.ndarray
+    kl: np.ndarray
+
+
+def memory_bytes(
+    input_dim: int, hidden_dims: Sequence[int], latent_dim: int, *, rows: int, dtype: Any = np.float64
+) -> int:
+    """An upper estimate, in bytes, of the memory a model of these sizes uses on ``rows`` rows at once.
+
+    Counts the parameters with their gradients and Adam's two moments (4 arrays of P entries,
+    P = the weights and biases of encoder, head and decoder) and, for ``rows`` rows, every
+    layer's work arrays (output, activation output, input gradient, activation gradient, the
+    loss's scratch: at most 6 arrays of each layer width). It is what ``fit`` with
+    ``batch_size=rows``, ``sample(rows)`` or ``log_likelihood(max_rows=rows)`` (whose decoder
+    pass covers ``rows`` rows at a time, whatever k and n) needs beyond the data, within a small
+    factor. Python integers: no overflow for any sizes, so a caller can refuse ``hidden_dims=[10**9]``
+    before building anything. The work of ``log_likelihood`` is n * k decoder rows.
+    """
+    input_dim = _checks.positive_int("input_dim", input_dim)
+    latent_dim = _checks.positive_int("latent_dim", latent_dim)
+    hidden = [_checks.positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims)]
+    rows = _checks.positive_int("rows", rows)
+    itemsize = as_float_dtype(dtype).itemsize
+    widths = [input_dim, *hidden, 2 * latent_dim]  # encoder and head; the decoder mirrors them
+    weights = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+    decoder = [latent_dim, *reversed(hidden), input_dim]
+    weights += sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(decoder[:-1], decoder[1:]))
+    work = 6 * rows * (sum(widths) + sum(decoder))
+    return (4 * weights + work) * itemsize
 
 
 def mlp(
@@ -72,8 +105,8 @@ class Autoencoder(Module):
         dtype: Any,
     ) -> None:
         super().__init__()
-        self.input_dim = _positive_int("input_dim", input_dim)
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        self.input_dim = _checks.positive_int("input_dim", input_dim)
+        self.latent_dim = _checks.positive_int("latent_dim", latent_dim)
         if isinstance(hidden_dims, (int, np.integer)):
             hidden_dims = (hidden_dims,)
         if (isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Iterable)
@@ -82,20 +115,17 @@ class Autoencoder(Module):
                 f"hidden_dims: expected a sequence of positive integers, got {type(hidden_dims).__name__} "
                 f"{hidden_dims!r}"
             )
-        self.hidden_dims = tuple(_positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
+        self.hidden_dims = tuple(_checks.positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
         # isinstance first: comparing an array with the names would be elementwise
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
         if not isinstance(output, str) or output not in OUTPUTS:
             raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
-        self.negative_slope = _check_negative_slope(negative_slope)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.negative_slope = _checks.negative_slope(negative_slope)
+        self.seed = _checks.int_at_least("seed", seed, 0)
         self.activation = activation
         self.output = output
-        self.seed = int(seed)
         self.dtype = as_float_dtype(dtype)
-        self._grad_decoded: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this model (saved in checkpoints)."""
@@ -115,6 +145,13 @@ class Autoencoder(Module):
         return mlp(sizes, self.activation, self.negative_slope, rng, self.dtype, final_activation=False)
 
     # -- checks at the public door ---------------------------------------------------------
+    def validate(self, x: Any, name: str = "x") -> np.ndarray:
+        """Check a data array once and return it in the model's dtype: (batch, input_dim), at least
+        one row, floating point (integers are refused, so 0..255 pixels are never taken for
+        [0, 1]), finite, within the dtype's range, and in [0, 1] for a Bernoulli decoder.
+        Errors name ``name``. The ``*_unchecked`` methods trust an array returned by this."""
+        return self._as_batch(x, name=name)
+
     def _as_batch(self, x: Any, name: str = "x", width: int | None = None, data: bool = True) -> np.ndarray:
         """Validate a (batch, width) array and return it in the model's dtype.
 
@@ -138,10 +175,10 @@ class Autoencoder(Module):
             raise ValueError(f"{name}: expected at least one row, got an empty batch")
         with np.errstate(over="ignore"):  # values beyond the model's range are reported below
             converted = array.astype(self.dtype, copy=False)
-        if not _all_finite(converted):
+        if not kernels.all_finite(converted):
             if np.isfinite(array).all():
                 raise ValueError(
-                    f"{name}: values up to {_largest_magnitude(array)} exceed the model's {self.dtype} "
+                    f"{name}: values up to {_checks.largest_magnitude(array)} exceed the model's {self.dtype} "
                     f"range (|value| <= {np.finfo(self.dtype).max:.3g}); rescale the data"
                 )
             raise ValueError(f"{name}: expected finite values, found NaN or inf")
@@ -158,17 +195,25 @@ class Autoencoder(Module):
         overflowed the model's dtype (a Gaussian decoder on data of a far larger scale than it was
         built for; the public loss methods compute under ``np.errstate`` and check the result)."""
         return ValueError(
-            f"x: the loss overflows {self.dtype} on these data (largest |x| = {_largest_magnitude(x)}); "
+            f"x: the loss overflows {self.dtype} on these data (largest |x| = {_checks.largest_magnitude(x)}); "
             "rescale the data"
         )
 
     def _as_latent(self, z: Any) -> np.ndarray:
         return self._as_batch(z, name="z", width=self.latent_dim, data=False)
 
-    def _rng(self, rng: Any) -> np.random.Generator:
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-        return rng
+    def _finite_output(self, array: np.ndarray, what: str, name: str, given: np.ndarray) -> np.ndarray:
+        """``array`` if it is finite; else the ValueError for a computation that overflowed the
+        model's dtype: on inputs too large (``name``, e.g. a z near the float max) or with
+        parameters too large (a loaded checkpoint with huge weights)."""
+        if kernels.all_finite(array):
+            return array
+        largest_weight = max((float(np.abs(p.value).max(initial=0.0)) for p in self.parameters()), default=0.0)
+        raise ValueError(
+            f"{name}: the model's {what} overflows {self.dtype} (largest |{name}| = "
+            f"{_checks.largest_magnitude(given)}, largest |parameter| = {largest_weight:.3g}); "
+            f"{'the parameters are unusable' if not np.isfinite(largest_weight) or largest_weight > 1e6 else 'rescale ' + name}"
+        )
 
     # -- the decoder's likelihood ----------------------------------------------------------
     def _mean_of(self, decoded: np.ndarray) -> np.ndarray:
@@ -177,45 +222,48 @@ class Autoencoder(Module):
             return sigmoid_into(decoded, np.empty_like(decoded))
         return decoded.copy()
 
-    def _reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """-log p(x | z) per example, in nats; leaves d(sum)/d(decoded) in ``self._grad_decoded``."""
+    def _reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(-log p(x | z) per example in nats, its gradient d(sum)/d(decoded)), the gradient a
+        work buffer of this model (overwritten by the next call)."""
         grad = self._buffer("grad_decoded", decoded.shape, self.dtype)
         if self.output == "bernoulli":
             work = self._buffer("nll_work", decoded.shape, self.dtype)
-            nll = _bce_with_logits_into(decoded, x, grad, work)
-        else:
-            nll = _squared_error_into(decoded, x, grad)
-            nll *= 0.5
-            nll += 0.5 * LOG_2PI * self.input_dim
-            grad *= 0.5
-        self._grad_decoded = grad
-        return nll
+            return bce_with_logits_into(decoded, x, grad, work), grad
+        nll = squared_error_into(decoded, x, grad)  # 1/2 |x - mean|^2 + D/2 log(2 pi)
+        nll *= 0.5
+        nll += 0.5 * LOG_2PI * self.input_dim
+        grad *= 0.5
+        return nll, grad
 
     def _repeated_reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray, repeats: int) -> np.ndarray:
         """-log p(x_i | z_r) for each decoded row r, row r belonging to x[r // repeats].
 
         The value of ``_reconstruction_nll(decoded, np.repeat(x, repeats, axis=0))`` without
-        its gradient and without the repeated copy of x: for a Bernoulli decoder the target
-        enters only through sum_j x_j l_j, one gemv per row of x over its block of logits.
+        its gradient (and, in the fast kernel, without the repeated copy of x).
         """
         if self.output != "bernoulli":
-            return self._reconstruction_nll(decoded, np.repeat(x, repeats, axis=0))
+            return self._reconstruction_nll(decoded, np.repeat(x, repeats, axis=0))[0]
         work = self._buffer("repeated_nll_work", decoded.shape, self.dtype)
-        nll, log1p_part = _softplus_row_parts(decoded, work, work)
-        for index, row in enumerate(x):  # nll -= x_i . l_r for the rows r of example i
-            block = slice(index * repeats, (index + 1) * repeats)
-            _matvec(decoded[block], row, out=nll[block], alpha=-1.0, beta=1.0)
-        nll += log1p_part
-        return nll
+        return kernels.repeated_bce_with_logits(decoded, x, repeats, work)
 
     # -- what every model offers -----------------------------------------------------------
     def decode(self, z: Any) -> np.ndarray:
         """Decode latent codes z (n, latent_dim) to the decoder's mean (n, input_dim):
-        pixel probabilities for a Bernoulli decoder, the mean for a Gaussian one."""
-        return self._mean_of(self.decoder.forward(self._as_latent(z)))
+        pixel probabilities for a Bernoulli decoder, the mean for a Gaussian one.
+
+        Raises ValueError naming ``z`` if decoding overflows the model's dtype (z near the
+        float maximum, or parameters too large)."""
+        z = self._as_latent(z)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            decoded = self._finite_output(self.decoder.forward(z), "decoder output", "z", z)
+        return self._mean_of(decoded)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Decode n codes drawn from N(0, I): (n, input_dim) decoder means."""
-        n = _positive_int("n", n)
-        z = self._rng(rng).standard_normal((n, self.latent_dim), dtype=self.dtype)
-        return self._mean_of(self.decoder.forward(z))
+        """Decode n codes drawn from N(0, I): (n, input_dim) decoder means.
+
+        Raises ValueError if decoding overflows the model's dtype (parameters too large)."""
+        n = _checks.positive_int("n", n)
+        z = _checks.generator(rng).standard_normal((n, self.latent_dim), dtype=self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            decoded = self._finite_output(self.decoder.forward(z), "decoder output", "z", z)
+        return self._mean_of(decoded)

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import scipy.special
 
-from ..losses import _gaussian_kl_into
-from ..nn import Dense, _real_number
+from .. import _checks
+from ..losses import gaussian_kl_into
+from ..nn import Dense
 from ..reparam import Reparameterization
-from .base import Autoencoder, _positive_int, mlp
-from .vae import LossTerms
+from .base import Autoencoder, LossTerms, mlp
 
 __all__ = ["CVAE"]
 
@@ -63,10 +63,10 @@ class CVAE(Autoencoder):
         dtype: Any = np.float64,
     ) -> None:
         super().__init__(input_dim, hidden_dims, latent_dim, activation, output, negative_slope, seed, dtype)
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.num_classes = _checks.positive_int("num_classes", num_classes)
         if self.num_classes < 2:
             raise ValueError(f"num_classes: expected at least 2 classes, got {num_classes!r}")
-        beta = _real_number("beta", beta)
+        beta = _checks.real_number("beta", beta)
         if not (np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta: expected a finite value >= 0, got {beta!r}")
         self.beta = beta
@@ -85,8 +85,9 @@ class CVAE(Autoencoder):
         return {**super().config(), "num_classes": self.num_classes, "beta": self.beta}
 
     # -- labels ----------------------------------------------------------------------------------
-    def _as_labels(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
-        """Validate integer labels, one per row, in 0 .. num_classes - 1; return them as int64."""
+    def validate_labels(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
+        """Check labels once and return them as int64: integers, one per row (shape (rows,)), in
+        0 .. num_classes - 1. Errors name ``name``. The ``*_unchecked`` methods trust the result."""
         if y is None:
             raise ValueError(f"{name}: a CVAE needs the class labels of the data (integers 0 .. "
                              f"{self.num_classes - 1}), got None")
@@ -116,41 +117,56 @@ class CVAE(Autoencoder):
     def _decode(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return self.decoder.forward(self._joined("decoder_input", z, labels))
 
+    def _checked_encode(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore"):  # checked here
+            stats = self.head.forward(self.encoder.forward(self._joined("encoder_input", x, labels)))
+            stats = self._finite_output(stats, "encoding", "x", x)
+        return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
+
+    def _checked_decode(self, z: np.ndarray, labels: np.ndarray, what: str, name: str, given: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):  # checked here
+            return self._mean_of(self._finite_output(self._decode(z, labels), what, name, given))
+
     def encode(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        """q(z|x,y) of each row: (mu, logvar), each (batch, latent_dim)."""
+        """q(z|x,y) of each row: (mu, logvar), each (batch, latent_dim).
+
+        Raises ValueError naming ``x`` if the encoding overflows the model's dtype."""
         x = self._as_batch(x)
-        mu, logvar = self._encode(x, self._as_labels(y, x.shape[0]))
+        mu, logvar = self._checked_encode(x, self.validate_labels(y, x.shape[0]))
         return mu.copy(), logvar.copy()
 
     def reconstruct(self, x: Any, y: Any) -> np.ndarray:
-        """decode(mu(x, y), y): (batch, input_dim)."""
+        """decode(mu(x, y), y): (batch, input_dim). Raises ValueError naming ``x`` on overflow."""
         x = self._as_batch(x)
-        labels = self._as_labels(y, x.shape[0])
-        mu, _ = self._encode(x, labels)
-        return self._mean_of(self._decode(mu, labels))
+        labels = self.validate_labels(y, x.shape[0])
+        mu, _ = self._checked_encode(x, labels)
+        return self._checked_decode(mu, labels, "reconstruction", "x", x)
 
     def decode(self, z: Any, labels: Any) -> np.ndarray:
-        """Decode codes z (n, latent_dim) as the classes ``labels`` (n integers): decoder means."""
+        """Decode codes z (n, latent_dim) as the classes ``labels`` (n integers): decoder means.
+
+        Raises ValueError naming ``z`` if decoding overflows the model's dtype."""
         z = self._as_latent(z)
-        return self._mean_of(self._decode(z, self._as_labels(labels, z.shape[0], name="labels")))
+        return self._checked_decode(z, self.validate_labels(labels, z.shape[0], name="labels"),
+                                    "decoder output", "z", z)
 
     def sample(self, n: int, rng: np.random.Generator, labels: Any = None) -> np.ndarray:
         """Draw n images of the given classes: z ~ N(0, I), decoded with the label; (n, input_dim).
 
         ``labels``: one integer (every image of that class) or n integers. Required.
         """
-        n = _positive_int("n", n)
-        rng = self._rng(rng)
+        n = _checks.positive_int("n", n)
+        rng = _checks.generator(rng)
         if labels is not None and np.ndim(labels) == 0:
             labels = np.full(n, labels, dtype=np.asarray(labels).dtype)
-        labels = self._as_labels(labels, n, name="labels")
+        labels = self.validate_labels(labels, n, name="labels")
         z = rng.standard_normal((n, self.latent_dim), dtype=self.dtype)
-        return self._mean_of(self._decode(z, labels))
+        return self._checked_decode(z, labels, "decoder output", "z", z)
 
     # -- the loss and its gradient -------------------------------------------------------------
     def _checked(self, x: Any, y: Any, eps: Any, rng: Any):
         x = self._as_batch(x)
-        labels = self._as_labels(y, x.shape[0])
+        labels = self.validate_labels(y, x.shape[0])
         if (eps is None) == (rng is None):
             raise ValueError("eps, rng: expected exactly one of them (eps for a deterministic pass)")
         if eps is not None:
@@ -158,23 +174,24 @@ class CVAE(Autoencoder):
             if eps.shape[0] != x.shape[0]:
                 raise ValueError(f"eps: expected shape ({x.shape[0]}, {self.latent_dim}), got {eps.shape}")
         else:
-            rng = self._rng(rng)
+            rng = _checks.generator(rng)
         return x, labels, eps, rng
 
     def _forward_terms(self, x: np.ndarray, labels: np.ndarray, eps: np.ndarray | None,
                        rng: np.random.Generator | None):
         mu, logvar = self._encode(x, labels)
-        z = self.reparam._forward(mu, logvar, eps, rng)
-        recon = self._reconstruction_nll(self._decode(z, labels), x)
+        z = self.reparam.forward_unchecked(mu, logvar, eps, rng)
+        recon, grad_recon = self._reconstruction_nll(self._decode(z, labels), x)
         grad_mu_kl = self._buffer("grad_mu_kl", mu.shape, self.dtype)
         grad_logvar_kl = self._buffer("grad_logvar_kl", mu.shape, self.dtype)
-        kl = _gaussian_kl_into(mu, logvar, grad_mu_kl, grad_logvar_kl)
-        return recon, kl, grad_mu_kl, grad_logvar_kl
+        kl = gaussian_kl_into(mu, logvar, grad_mu_kl, grad_logvar_kl)
+        return recon, grad_recon, kl, grad_mu_kl, grad_logvar_kl
 
-    def _terms(self, x: np.ndarray, labels: np.ndarray, eps: np.ndarray | None,
-               rng: np.random.Generator | None) -> LossTerms:
-        """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""
-        recon, kl, _, _ = self._forward_terms(x, labels, eps, rng)
+    def terms_unchecked(self, x: np.ndarray, labels: np.ndarray, eps: np.ndarray | None,
+                        rng: np.random.Generator | None) -> LossTerms:
+        """``terms`` on arrays returned by ``validate`` and ``validate_labels`` (and exactly one of
+        a checked ``eps`` and ``rng``); values are not checked (an overflow gives inf or NaN)."""
+        recon, _, kl, _, _ = self._forward_terms(x, labels, eps, rng)
         return LossTerms(recon + self.beta * kl, recon, kl)
 
     def terms(self, x: Any, y: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> LossTerms:
@@ -184,7 +201,7 @@ class CVAE(Autoencoder):
         """
         x, labels, eps, rng = self._checked(x, y, eps, rng)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            terms = self._terms(x, labels, eps, rng)
+            terms = self.terms_unchecked(x, labels, eps, rng)
         if not np.isfinite(terms.loss).all():
             raise self._loss_overflow_error(x)
         return terms
@@ -208,23 +225,24 @@ class CVAE(Autoencoder):
         if kl_weight is None:
             kl_weight = self.beta
         else:
-            kl_weight = _real_number("kl_weight", kl_weight)
+            kl_weight = _checks.real_number("kl_weight", kl_weight)
             if not (math.isfinite(kl_weight) and kl_weight >= 0):
                 raise ValueError(f"kl_weight: expected a finite value >= 0, got {kl_weight!r}")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            loss = self._loss_and_grads(x, labels, eps, rng, kl_weight)
+            loss = self.loss_and_grads_unchecked(x, labels, eps, rng, kl_weight)
         if not (math.isfinite(loss) and math.isfinite(self.last_recon) and math.isfinite(self.last_kl)):
             raise self._loss_overflow_error(x)
         return loss
 
-    def _loss_and_grads(self, x: np.ndarray, labels: np.ndarray, eps: np.ndarray | None,
-                        rng: np.random.Generator | None, kl_weight: float) -> float:
-        """loss_and_grads on validated input (the training loop's entry)."""
+    def loss_and_grads_unchecked(self, x: np.ndarray, labels: np.ndarray, eps: np.ndarray | None,
+                                 rng: np.random.Generator | None, kl_weight: float) -> float:
+        """``loss_and_grads`` on arrays returned by ``validate`` and ``validate_labels`` (the
+        training loop's entry), with exactly one of a checked ``eps`` and ``rng`` and a valid
+        ``kl_weight``. Non-finite values propagate."""
         batch = x.shape[0]
-        recon, kl, grad_mu_kl, grad_logvar_kl = self._forward_terms(x, labels, eps, rng)
-        grad_decoded = self._grad_decoded
-        grad_decoded *= 1.0 / batch
-        grad_z = self.decoder.backward(grad_decoded, accumulate=False)[:, : self.latent_dim]  # not the label's
+        recon, grad_recon, kl, grad_mu_kl, grad_logvar_kl = self._forward_terms(x, labels, eps, rng)
+        grad_recon *= 1.0 / batch  # dL/dlogits
+        grad_z = self.decoder.backward(grad_recon, accumulate=False)[:, : self.latent_dim]  # not the label's
         grad_mu, grad_logvar = self.reparam.backward(grad_z)
         kl_scale = kl_weight / batch
         grad_stats = self._buffer("grad_stats", (batch, 2 * self.latent_dim), self.dtype)
@@ -245,10 +263,10 @@ class CVAE(Autoencoder):
         with q(z|x,y) and p(x|z,y)); as ``VAE.log_likelihood``: at most ``max_rows`` decoder rows
         at once, the noise drawn in the same order whatever ``max_rows``."""
         x = self._as_batch(x)
-        labels = self._as_labels(y, x.shape[0])
-        k = _positive_int("k", k)
-        max_rows = _positive_int("max_rows", max_rows)
-        rng = self._rng(rng)
+        labels = self.validate_labels(y, x.shape[0])
+        k = _checks.positive_int("k", k)
+        max_rows = _checks.positive_int("max_rows", max_rows)
+        rng = _checks.generator(rng)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
             result = self._log_likelihood(x, labels, k, rng, max_rows)
         if not np.isfinite(result).all():

@@ -40,7 +40,7 @@ def _iw_loss_and_grads(model: "VAE", x: np.ndarray, eps: np.ndarray | None,
     ``eps`` (batch, k, latent_dim) or ``rng`` to draw it (in that shape, row-major). Leaves the
     batch means of the weighted reconstruction sum_i w~_i recon_i in ``model.last_recon`` and of
     the rest of the loss in ``model.last_kl`` (for k = 1 that rest would be the KL term).
-    Inputs are trusted (validated by ``VAE.iw_loss_and_grads`` or the training loop).
+    Inputs are trusted (checked by ``VAE.iw_loss_and_grads``, or ``VAE.validate`` in the training loop).
     """
     batch, latent = x.shape[0], model.latent_dim
     rows = batch * k
@@ -54,7 +54,7 @@ def _iw_loss_and_grads(model: "VAE", x: np.ndarray, eps: np.ndarray | None,
     np.multiply(sigma[:, None, :], eps, out=z.reshape(batch, k, latent))
     z.reshape(batch, k, latent)[...] += mu[:, None, :]
     repeated_x = np.repeat(x, k, axis=0)
-    recon = model._reconstruction_nll(model.decoder.forward(z), repeated_x)
+    recon, grad_decoded = model._reconstruction_nll(model.decoder.forward(z), repeated_x)
     # log w in float64: the weights are a softmax over k values that may differ by hundreds of nats
     log_w = -recon.astype(np.float64)
     log_w += 0.5 * (np.einsum("ij,ij->i", eps_rows, eps_rows, dtype=np.float64)
@@ -66,7 +66,6 @@ def _iw_loss_and_grads(model: "VAE", x: np.ndarray, eps: np.ndarray | None,
     loss = float(-(log_sum - np.log(k)).mean())
 
     scale = (weights / batch).astype(model.dtype).reshape(rows, 1)  # dloss/drecon_i
-    grad_decoded = model._grad_decoded
     grad_decoded *= scale
     grad_z = model.decoder.backward(grad_decoded, accumulate=False)
     grad_z += scale * z                                             # from log p(z_i) = -|z_i|^2 / 2

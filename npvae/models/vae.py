@@ -17,26 +17,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import scipy.special
 
-from ..losses import LOG_2PI, _gaussian_kl_into
-from ..nn import Dense, _largest_magnitude, _real_number
+from .. import _checks
+from ..losses import gaussian_kl_into
+from ..nn import Dense
 from ..reparam import Reparameterization
-from .base import Autoencoder, _positive_int, mlp
+from .base import Autoencoder, LossTerms, mlp
 from .iwae import _iw_loss_and_grads
 
 __all__ = ["VAE", "LossTerms"]
-
-
-class LossTerms(NamedTuple):
-    """Per-example terms of the negative ELBO, in nats: loss = recon + beta * kl."""
-
-    loss: np.ndarray
-    recon: np.ndarray
-    kl: np.ndarray
 
 
 class VAE(Autoencoder):
@@ -78,7 +70,7 @@ class VAE(Autoencoder):
         dtype: Any = np.float64,
     ) -> None:
         super().__init__(input_dim, hidden_dims, latent_dim, activation, output, negative_slope, seed, dtype)
-        beta = _real_number("beta", beta)
+        beta = _checks.real_number("beta", beta)
         if not (np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta: expected a finite value >= 0, got {beta!r}")
         self.beta = beta
@@ -113,7 +105,7 @@ class VAE(Autoencoder):
         """
         for name, size in (("input_dim", input_dim), ("hidden_dim", hidden_dim),
                            ("latent_dim", latent_dim), ("latent_num", latent_num)):
-            _positive_int(name, size)
+            _checks.positive_int(name, size)
         return cls(input_dim, (hidden_dim, latent_dim), latent_num, activation="leaky_relu",
                    output="bernoulli", negative_slope=0.2, seed=seed, dtype=dtype)
 
@@ -125,15 +117,26 @@ class VAE(Autoencoder):
         stats = self.head.forward(self.encoder.forward(x))
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
+    def _checked_encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore"):  # checked here
+            stats = self._finite_output(self.head.forward(self.encoder.forward(x)), "encoding", "x", x)
+        return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
+
     def encode(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        """q(z|x) of each row of x (batch, input_dim): (mu, logvar), each (batch, latent_dim)."""
-        mu, logvar = self._encode(self._as_batch(x))
+        """q(z|x) of each row of x (batch, input_dim): (mu, logvar), each (batch, latent_dim).
+
+        Raises ValueError naming ``x`` if the encoding overflows the model's dtype (huge parameters)."""
+        mu, logvar = self._checked_encode(self._as_batch(x))
         return mu.copy(), logvar.copy()
 
     def reconstruct(self, x: Any) -> np.ndarray:
-        """Decode the posterior mean: decode(mu(x)), (batch, input_dim)."""
-        mu, _ = self._encode(self._as_batch(x))
-        return self._mean_of(self.decoder.forward(mu))
+        """Decode the posterior mean: decode(mu(x)), (batch, input_dim).
+
+        Raises ValueError naming ``x`` if the computation overflows the model's dtype."""
+        x = self._as_batch(x)
+        mu, _ = self._checked_encode(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            return self._mean_of(self._finite_output(self.decoder.forward(mu), "reconstruction", "x", x))
 
     # -- the loss and its gradient -------------------------------------------------------------
     def _noise(self, eps: Any, rng: Any, batch: int) -> tuple[np.ndarray | None, np.random.Generator | None]:
@@ -144,33 +147,38 @@ class VAE(Autoencoder):
             if eps.shape[0] != batch:
                 raise ValueError(f"eps: expected shape ({batch}, {self.latent_dim}), got {eps.shape}")
             return eps, None
-        return None, self._rng(rng)
+        return None, _checks.generator(rng)
 
     def _forward_terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None):
+        """The forward pass: (recon, grad_recon, kl, grad_mu_kl, grad_logvar_kl), per example and
+        with the gradients of their sums (grad_recon with respect to the decoder's output)."""
         mu, logvar = self._encode(x)
-        z = self.reparam._forward(mu, logvar, eps, rng)
-        recon = self._reconstruction_nll(self.decoder.forward(z), x)
+        z = self.reparam.forward_unchecked(mu, logvar, eps, rng)
+        recon, grad_recon = self._reconstruction_nll(self.decoder.forward(z), x)
         grad_mu_kl = self._buffer("grad_mu_kl", mu.shape, self.dtype)
         grad_logvar_kl = self._buffer("grad_logvar_kl", mu.shape, self.dtype)
-        kl = _gaussian_kl_into(mu, logvar, grad_mu_kl, grad_logvar_kl)
-        return recon, kl, grad_mu_kl, grad_logvar_kl
+        kl = gaussian_kl_into(mu, logvar, grad_mu_kl, grad_logvar_kl)
+        return recon, grad_recon, kl, grad_mu_kl, grad_logvar_kl
 
     def _loss_overflow_error(self, x: np.ndarray, eps: np.ndarray | None = None) -> ValueError:
         """As ``Autoencoder._loss_overflow_error``, but naming ``eps`` when the caller's noise is
         to blame: the same data with eps = 0 (z = mu) give a finite loss."""
         if eps is not None:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                recon, kl, _, _ = self._forward_terms(x, np.zeros_like(eps), None)
+                recon, _, kl, _, _ = self._forward_terms(x, np.zeros_like(eps), None)
             if np.isfinite(recon).all() and np.isfinite(kl).all():
                 return ValueError(
                     f"eps: the loss overflows {self.dtype} with this noise (largest |eps| = "
-                    f"{_largest_magnitude(eps)}; it is finite with eps = 0)"
+                    f"{_checks.largest_magnitude(eps)}; it is finite with eps = 0)"
                 )
         return super()._loss_overflow_error(x)
 
-    def _terms(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None) -> LossTerms:
-        """``terms`` on validated input; values are not checked (an overflow gives inf or NaN)."""
-        recon, kl, _, _ = self._forward_terms(x, eps, rng)
+    def terms_unchecked(
+        self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None
+    ) -> LossTerms:
+        """``terms`` on an array returned by ``validate`` (and exactly one of a checked ``eps`` and
+        ``rng``); values are not checked (an overflow gives inf or NaN)."""
+        recon, _, kl, _, _ = self._forward_terms(x, eps, rng)
         return LossTerms(recon + self.beta * kl, recon, kl)
 
     def terms(self, x: Any, *, eps: Any = None, rng: np.random.Generator | None = None) -> LossTerms:
@@ -181,7 +189,7 @@ class VAE(Autoencoder):
         x = self._as_batch(x)
         eps, rng = self._noise(eps, rng, x.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            terms = self._terms(x, eps, rng)
+            terms = self.terms_unchecked(x, eps, rng)
         if not np.isfinite(terms.loss).all():
             raise self._loss_overflow_error(x, eps)
         return terms
@@ -194,7 +202,7 @@ class VAE(Autoencoder):
         x = self._as_batch(x)
         eps, rng = self._noise(eps, rng, x.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            recon, kl, _, _ = self._forward_terms(x, eps, rng)
+            recon, _, kl, _, _ = self._forward_terms(x, eps, rng)
             elbo = -(recon + kl)
         if not np.isfinite(elbo).all():
             raise self._loss_overflow_error(x, eps)
@@ -218,26 +226,26 @@ class VAE(Autoencoder):
         if kl_weight is None:
             kl_weight = self.beta
         else:
-            kl_weight = _real_number("kl_weight", kl_weight)
+            kl_weight = _checks.real_number("kl_weight", kl_weight)
             if not (math.isfinite(kl_weight) and kl_weight >= 0):
                 raise ValueError(f"kl_weight: expected a finite value >= 0, got {kl_weight!r}")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            loss = self._loss_and_grads(x, eps, rng, kl_weight)
+            loss = self.loss_and_grads_unchecked(x, eps, rng, kl_weight)
         if not (math.isfinite(loss) and math.isfinite(self.last_recon) and math.isfinite(self.last_kl)):
             raise self._loss_overflow_error(x, eps)
         return loss
 
-    def _loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
-                        kl_weight: float) -> float:
-        """loss_and_grads on validated input (the training loop's entry).
-
-        The backward calls overwrite the grads (accumulate=False): no zero_grad pass needed.
+    def loss_and_grads_unchecked(
+        self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None, kl_weight: float
+    ) -> float:
+        """``loss_and_grads`` on an array returned by ``validate`` (the training loop's entry), with
+        exactly one of a checked ``eps`` and ``rng`` and a valid ``kl_weight``. Non-finite values
+        propagate. The backward calls overwrite the grads (accumulate=False): no zero_grad pass.
         """
         batch = x.shape[0]
-        recon, kl, grad_mu_kl, grad_logvar_kl = self._forward_terms(x, eps, rng)
-        grad_decoded = self._grad_decoded
-        grad_decoded *= 1.0 / batch
-        grad_z = self.decoder.backward(grad_decoded, accumulate=False)
+        recon, grad_recon, kl, grad_mu_kl, grad_logvar_kl = self._forward_terms(x, eps, rng)
+        grad_recon *= 1.0 / batch  # dL/dlogits
+        grad_z = self.decoder.backward(grad_recon, accumulate=False)
         grad_mu, grad_logvar = self.reparam.backward(grad_z)
         kl_scale = kl_weight / batch
         grad_stats = self._buffer("grad_stats", (batch, 2 * self.latent_dim), self.dtype)
@@ -273,29 +281,30 @@ class VAE(Autoencoder):
             array = np.asarray(eps)
             if array.ndim != 3 or array.shape[0] != x.shape[0] or array.shape[2] != self.latent_dim:
                 raise ValueError(f"eps: expected shape ({x.shape[0]}, k, {self.latent_dim}), got {array.shape}")
-            if k is not None and _positive_int("k", k) != array.shape[1]:
+            if k is not None and _checks.positive_int("k", k) != array.shape[1]:
                 raise ValueError(f"k: expected eps.shape[1] = {array.shape[1]} or None, got {k!r}")
             k = array.shape[1]
             eps = self._as_batch(array.reshape(-1, self.latent_dim), name="eps", width=self.latent_dim,
                                  data=False).reshape(array.shape)
         else:
-            rng = self._rng(rng)
+            rng = _checks.generator(rng)
             if k is None:
                 raise ValueError("k: expected a positive integer with rng, got None")
-        k = _positive_int("k", k)
+        k = _checks.positive_int("k", k)
         if k > 1 and self.beta != 1.0:
             raise ValueError(f"k: the importance-weighted bound (k > 1) needs beta = 1, this model has beta {self.beta!r}")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            loss = self._iw_loss_and_grads(x, eps, rng, k)
+            loss = self.iw_loss_and_grads_unchecked(x, eps, rng, k)
         if not (math.isfinite(loss) and math.isfinite(self.last_recon) and math.isfinite(self.last_kl)):
             raise self._loss_overflow_error(x)
         return loss
 
-    def _iw_loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
-                           k: int) -> float:
-        """iw_loss_and_grads on validated input (the training loop's entry for iw_samples = k)."""
+    def iw_loss_and_grads_unchecked(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
+                                    k: int) -> float:
+        """``iw_loss_and_grads`` on an array returned by ``validate`` (the training loop's entry for
+        iw_samples = k), with exactly one of a checked ``eps`` and ``rng`` and a valid k."""
         if k == 1:
-            return self._loss_and_grads(x, None if eps is None else eps[:, 0], rng, self.beta)
+            return self.loss_and_grads_unchecked(x, None if eps is None else eps[:, 0], rng, self.beta)
         return _iw_loss_and_grads(self, x, eps, rng, k)
 
     # -- likelihood estimate ---------------------------------------------------------------------
@@ -317,9 +326,9 @@ class VAE(Autoencoder):
         Raises ValueError naming ``x`` if the estimate overflows the model's dtype.
         """
         x = self._as_batch(x)
-        k = _positive_int("k", k)
-        max_rows = _positive_int("max_rows", max_rows)
-        rng = self._rng(rng)
+        k = _checks.positive_int("k", k)
+        max_rows = _checks.positive_int("max_rows", max_rows)
+        rng = _checks.generator(rng)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
             result = self._log_likelihood(x, k, rng, max_rows)
         if not np.isfinite(result).all():
@@ -327,7 +336,14 @@ class VAE(Autoencoder):
         return result
 
     def _log_likelihood(self, x: np.ndarray, k: int, rng: np.random.Generator, max_rows: int) -> np.ndarray:
-        """``log_likelihood`` on validated arguments, without the check of its result."""
+        """``log_likelihood`` on validated arguments, without the check of its result.
+
+        Blocks of ``per_block`` examples times ``chunk`` samples (at most ``max_rows`` decoder
+        rows); the log-sum-exp over k runs over the chunks as they come, keeping per example the
+        largest log-weight seen, m, and s = sum_i exp(log w_i - m):
+            m' = max(m, max_chunk log w),   s' = s exp(m - m') + sum_chunk exp(log w - m')
+        so memory is bounded for any k (no (n, k) array), and L_k = m + log s - log k.
+        """
         mu_all, logvar_all = self._encode(x)
         mu_all, logvar_all = mu_all.copy(), logvar_all.copy()
         result = np.empty(x.shape[0], dtype=np.float64)
@@ -336,7 +352,8 @@ class VAE(Autoencoder):
         for start in range(0, x.shape[0], per_block):
             stop = min(start + per_block, x.shape[0])
             n = stop - start
-            log_weights = np.empty((n, k), dtype=np.float64)
+            largest = np.full(n, -np.inf)
+            total = np.zeros(n)
             for first in range(0, k, chunk):
                 m = min(chunk, k - first)
                 mu = np.repeat(mu_all[start:stop], m, axis=0)
@@ -346,6 +363,10 @@ class VAE(Autoencoder):
                 recon = self._repeated_reconstruction_nll(self.decoder.forward(z), x[start:stop], m)
                 log_w = -recon + 0.5 * (np.einsum("ij,ij->i", eps, eps) - np.einsum("ij,ij->i", z, z)
                                          + logvar.sum(axis=1))
-                log_weights[:, first : first + m] = log_w.reshape(n, m)
-            result[start:stop] = scipy.special.logsumexp(log_weights, axis=1) - np.log(k)
+                log_w = log_w.astype(np.float64).reshape(n, m)
+                new_largest = np.maximum(largest, log_w.max(axis=1))
+                total *= np.exp(largest - new_largest)
+                total += np.exp(log_w - new_largest[:, None]).sum(axis=1)
+                largest = new_largest
+            result[start:stop] = largest + np.log(total) - np.log(k)
         return result
