@@ -8,21 +8,21 @@ binarized once with a fixed seed: -L_5000 (the paper's NLL estimate, on the firs
 ``--nll-images`` test images), the -ELBO, and the active units of Burda et al. sec. 5.2
 (Cov_x(E_q(z|x)[z_j]) > 1e-2, over all test images).
 
-The paper trains 3,280 epochs; this runs ``--epochs`` (3 by default: a k = 50 epoch costs
-about 50 times the decoder work of a VAE epoch, several minutes here). Absolute NLLs are
+The paper trains 3,280 epochs; this runs ``--epochs`` (5 by default: a k = 50 epoch costs
+about 40 times a VAE epoch, 2.5 minutes on one unloaded core here). Absolute NLLs are
 therefore far from the paper's; the claim checked is its direction: IWAE below VAE, k = 50
-below k = 5, and more active units with k.
+below k = 5, and more active units with k. docs/results.md, section 3, has a run.
 
-Run ``python demos/iwae_table1.py`` (about 25 minutes on one core; ``--quick`` for a check
-that everything runs). MNIST is read from ``$NPVAE_MNIST_DIR``, else npvae's download cache.
-Results go to ``--out`` (default ``iwae_table1_out/``) as ``results.json``.
+Run ``python demos/iwae_table1.py`` (about 20 minutes on one unloaded core, one BLAS thread:
+``OPENBLAS_NUM_THREADS=1``; ``--quick`` for a check that everything runs in seconds). MNIST
+is read from ``--data-dir``, else ``$NPVAE_MNIST_DIR``, else npvae's download cache. Results go to ``--out``
+(default ``iwae_table1_out/``) as ``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,14 +42,17 @@ TEST_BINARIZATION_SEED = 123
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs for every model (default 3)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs for every model (default 5)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 50], help="iw_samples of the models")
     parser.add_argument("--train-images", type=int, default=None, help="first n training images (default all)")
-    parser.add_argument("--nll-images", type=int, default=500, help="test images for -L_5000 (default 500)")
+    parser.add_argument("--nll-images", type=int, default=1000, help="test images for -L_5000 (default 1000)")
     parser.add_argument("--nll-k", type=int, default=5000, help="k of the NLL estimate (default 5000)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="iwae_table1_out")
+    parser.add_argument("--data-dir", default=None,
+                        help="directory with the MNIST IDX files (default: npvae.datasets' rule: $NPVAE_MNIST_DIR, "
+                             "else the cache)")
     parser.add_argument("--quick", action="store_true", help="1 epoch on 2,000 images, -L_100 on 50")
     args = parser.parse_args(argv)
     if args.quick:
@@ -98,9 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = os.environ.get("NPVAE_MNIST_DIR")
-    x_train = npvae.datasets.load("mnist", "train", data_dir=data_dir).x[: args.train_images]
-    x_test = npvae.datasets.load("mnist", "test", data_dir=data_dir).x
+    x_train = npvae.datasets.load("mnist", "train", data_dir=args.data_dir).x[: args.train_images]
+    x_test = npvae.datasets.load("mnist", "test", data_dir=args.data_dir).x
     # binarized once, with a fixed seed: every model is scored on the same 0/1 images
     x_test_bin = (np.random.default_rng(TEST_BINARIZATION_SEED).random(x_test.shape, dtype=np.float32)
                   < x_test).astype(np.float32)
