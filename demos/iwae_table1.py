@@ -11,7 +11,7 @@ binarized once with a fixed seed: -L_5000 (the paper's NLL estimate, on the firs
 The paper trains 3,280 epochs; this runs ``--epochs`` (5 by default: a k = 50 epoch costs
 about 40 times a VAE epoch, 2.5 minutes on one unloaded core here). Absolute NLLs are
 therefore far from the paper's; the claim checked is its direction: IWAE below VAE, k = 50
-below k = 5, and more active units with k. docs/results.md, section 3, has a run.
+below k = 5, and more active units with k. docs/results.md, section 4, has a run.
 
 Run ``python demos/iwae_table1.py`` (about 20 minutes on one unloaded core, one BLAS thread:
 ``OPENBLAS_NUM_THREADS=1``; ``--quick`` for a check that everything runs in seconds). MNIST

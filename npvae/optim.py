@@ -351,7 +351,9 @@ class Adam(Optimizer):
         if self._work.size < self._largest_block:
             self._work = np.empty(self._largest_block, dtype=self.dtype)
         for value, grad, exp_avg, exp_avg_sq in blocks:
-            work = self._work[: value.size].reshape(value.shape)
+            work = self._work[: value.size]
+            if value.ndim != 1:  # the reference kernels update whole parameters, of any shape
+                work = work.reshape(value.shape)
             if self.weight_decay:
                 grad = grad + self.weight_decay * value
             kernels.moving_average(exp_avg, grad, self.beta1)  # m = beta1 * m + (1 - beta1) * g
