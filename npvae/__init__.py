@@ -10,7 +10,7 @@ from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
 from .losses import bce_with_logits, gaussian_kl, gaussian_nll, squared_error
-from .models import AE, VAE, VQVAE, LossTerms
+from .models import AE, CVAE, VAE, VQVAE, LossTerms
 from .nn import Dense, Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
 from .priors import CategoricalPrior, MADEPrior
@@ -33,7 +33,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AE", "Adam", "Checkpoint", "CheckpointError", "Dense", "GradcheckReport", "History",
+    "AE", "Adam", "CVAE", "Checkpoint", "CheckpointError", "Dense", "GradcheckReport", "History",
     "Identity", "LeakyReLU", "LossTerms", "Module", "Parameter", "ReLU", "Reparameterization",
     "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
     "check", "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",

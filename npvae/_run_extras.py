@@ -15,7 +15,7 @@ import numpy as np
 
 from . import checkpoint, datasets, schedules, train, userdata
 from .history import History
-from .models import VAE
+from .models import CVAE, VAE
 from .models.base import Autoencoder
 from .optim import Optimizer
 from .report import write_report
@@ -81,6 +81,13 @@ def final_metrics(model: Autoencoder, test: datasets.Dataset, seed: int, binariz
     x = test.x
     if binarize:
         x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
+    if isinstance(model, CVAE):  # its bounds are on log p(x | y), given the labels
+        terms = train.evaluate(model, x, rng=rng, y=test.labels)
+        return {"negative ELBO (1 z per example)": terms["recon"] + terms["kl"],
+                "reconstruction": terms["recon"],
+                "KL(q(z|x,y) || N(0, I))": terms["kl"],
+                f"-L_{REPORT_IW_SAMPLES} (IWAE bound on -log p(x|y), K={REPORT_IW_SAMPLES})":
+                    -float(model.log_likelihood(x, test.labels, k=REPORT_IW_SAMPLES, rng=rng).mean())}
     terms = train.evaluate(model, x, rng=rng)
     if not isinstance(model, VAE):
         return {"reconstruction error (NLL)": terms["recon"]}
@@ -114,8 +121,10 @@ class RunExtras:
         self.keeps_best = val_data is not None  # chosen on held-out training images, never on the test split
         self.snapshots = None
         if settings["snapshot_every"] is not None:
+            y_shown = test_data.labels[:SNAPSHOT_IMAGES] if isinstance(model, CVAE) else None
             self.snapshots = Snapshots(model, test_data.x[:SNAPSHOT_IMAGES], test_data.image_shape,
-                                       run_dir / SNAPSHOT_DIR, settings["snapshot_every"], settings["seed"])
+                                       run_dir / SNAPSHOT_DIR, settings["snapshot_every"], settings["seed"],
+                                       y_shown=y_shown)
         self.stopped: schedules.StopTraining | None = None
 
     def x_val(self) -> np.ndarray | None:
@@ -123,6 +132,14 @@ class RunExtras:
         if self.val_data is not None:
             return self.val_data.x
         return None if is_path(self.settings["data"]) else self.test_data.x
+
+    def y_val(self) -> np.ndarray | None:
+        """The labels of :meth:`x_val`'s rows for a CVAE (which validates with them); else None."""
+        if not isinstance(self.model, CVAE):
+            return None
+        if self.val_data is not None:
+            return self.val_data.labels
+        return None if is_path(self.settings["data"]) else self.test_data.labels
 
     def start(self, history: History) -> None:
         """Before fit: the rate of the next epoch."""

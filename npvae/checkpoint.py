@@ -5,7 +5,7 @@ checkpoint is read with ``np.load(path, allow_pickle=False)`` and loading one ne
 
     format_version      int64, 0-d                  1
     contents            str, 1-D                    the names of all the other arrays
-    model_class         str, 0-d                    "AE", "VAE", "VQVAE", "MADEPrior" or "CategoricalPrior"
+    model_class         str, 0-d                    "AE", "VAE", "CVAE", "VQVAE", "MADEPrior" or "CategoricalPrior"
     model_config        str, 0-d                    JSON of model.config() (constructor arguments)
     param/<name>        float arrays                one per model.state_dict() entry (the parameters;
                                                     a VQVAE's EMA codebook and its averages too)
@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._memory import available_memory, format_bytes
-from .models import AE, VAE, VQVAE
+from .models import AE, CVAE, VAE, VQVAE
 from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
 from .priors import CategoricalPrior, MADEPrior
@@ -49,8 +49,8 @@ FORMAT_VERSION = 1
 """Version of the layout written by :func:`save`; :func:`load_checkpoint` reads only this one."""
 
 # the priors over a VQ-VAE's codes are saved and loaded like models (config + parameters)
-_MODEL_CLASSES: dict[str, type] = {"AE": AE, "VAE": VAE, "VQVAE": VQVAE, "MADEPrior": MADEPrior,
-                                   "CategoricalPrior": CategoricalPrior}
+_MODEL_CLASSES: dict[str, type] = {"AE": AE, "VAE": VAE, "CVAE": CVAE, "VQVAE": VQVAE,
+                                   "MADEPrior": MADEPrior, "CategoricalPrior": CategoricalPrior}
 _OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {"Adam": Adam, "SGD": SGD}
 _BIT_GENERATORS: dict[str, type[np.random.BitGenerator]] = {
     "PCG64": np.random.PCG64,
@@ -135,7 +135,7 @@ def save(
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE, CVAE or VQVAE
     path : str or os.PathLike
         Written exactly there (no suffix is added), atomically; its directory must exist.
     optimizer : Adam, SGD or None
@@ -449,7 +449,7 @@ def load_checkpoint(path: str | os.PathLike, *, training_state: bool = True) -> 
     Returns
     -------
     Checkpoint
-        ``model`` (AE or VAE rebuilt from its config, parameters loaded: its outputs equal the
+        ``model`` (AE, VAE, CVAE, VQVAE or prior rebuilt from its config, parameters loaded: its outputs equal the
         saved model's), ``optimizer`` (the same class and hyperparameters over
         ``model.parameters()``, state loaded, so its next step is the one the saved optimizer
         would have taken), ``history``, ``rng`` (a Generator in the saved state), each None if

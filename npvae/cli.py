@@ -5,6 +5,9 @@
     npvae train --resume runs/vae-digits-...      continue a stopped run to its --epochs, to the bit
     npvae eval runs/vae-digits-.../model.npz      test-set negative ELBO, its terms, IWAE log p(x)
     npvae sample runs/vae-digits-.../model.npz    a grid of images decoded from z ~ N(0, I)
+    npvae train --model cvae                      a conditional VAE (labels in, "draw me a 7" out)
+    npvae sample runs/cvae-digits-.../model.npz --label 7
+    npvae train --iw-samples 5 --binarize         a VAE trained on the IWAE bound L_5
     npvae plot runs/vae-digits-...                redraw a run's figures from its files
     npvae train --data faces.npz --patience 5      your own images (.npy/.npz/.csv/folder), early stopping
     npvae encode runs/.../best.npz --out z.npz    the latent codes of a data split, with its labels
@@ -56,7 +59,7 @@ from . import __version__, checkpoint, datasets, schedules, train
 from ._memory import available_memory, format_bytes
 from ._run_extras import EXTRA_RUN_FILES, RunExtras, clear_previous, data_label, data_splits, is_path, new_schedule
 from .activations import ACTIVATIONS
-from .models import AE, VAE, VQVAE, memory_bytes
+from .models import AE, CVAE, VAE, VQVAE, memory_bytes
 from .models.base import Autoencoder
 from .optim import Adam
 from .priors import CategoricalPrior, MADEPrior
@@ -98,6 +101,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "activation": "leaky_relu",
     "dtype": "float32",
     "data_dir": None,
+    "iw_samples": 1,
     "output": "bernoulli",
     "val_fraction": 0.0,
     "lr_schedule": "constant",
@@ -133,7 +137,8 @@ VQ_DEFAULTS: dict[str, Any] = {
 VQ_LATENT_DIM = 16
 PRIOR_FILES = {"made": "prior_made.npz", "categorical": "prior_categorical.npz"}
 # Settings added later: a config.json written before them resumes with their defaults.
-LATER_SETTINGS = ("output", "val_fraction", "lr_schedule", "patience", "snapshot_every", "resize", "scale")
+LATER_SETTINGS = ("iw_samples", "output", "val_fraction", "lr_schedule", "patience", "snapshot_every", "resize",
+                  "scale")
 TRAIN_SETTINGS += LATER_SETTINGS
 
 # What ``--resume`` may change: the total epoch count and where the data files are.
@@ -142,6 +147,8 @@ RESUME_MAY_CHANGE = ("epochs", "data_dir")
 FIGURE_SAMPLES = 64
 FIGURE_RECONSTRUCTIONS = 10
 INTERPOLATION_STEPS = 10
+CLASS_GRID_COLUMNS = 10
+CVAE_FIGURE_FILES = ("reconstructions.png", "samples.png", "history.png")
 
 
 class UserError(Exception):
@@ -246,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "epoch), history.csv, config.json and the figures into --out.",
     )
     fit.set_defaults(handler=_train_command)
-    fit.add_argument("--model", choices=("vae", "ae", "vqvae"), default=None,
-                     help=f"model (default: {COMMON_DEFAULTS['model']})")
+    fit.add_argument("--model", choices=("vae", "ae", "cvae", "vqvae"), default=None,
+                     help=f"model; cvae is a conditional VAE trained with the data's labels "
+                          f"(default: {COMMON_DEFAULTS['model']})")
     fit.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
                      help=f"data set (default: {COMMON_DEFAULTS['data']}; mnist and fashion-mnist "
                           "are downloaded once, checksummed, into the cache), or your own images: a .npy, "
@@ -274,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--kl-warmup", type=_non_negative_int, default=None, metavar="E",
                      help="VAE only: epochs over which the KL weight rises linearly from 0 to beta "
                           f"(default: {COMMON_DEFAULTS['kl_warmup']}, no warm-up)")
+    fit.add_argument("--iw-samples", type=_positive_int, default=None, metavar="K",
+                     help="VAE only: train on the importance-weighted bound L_K (Burda et al. 2016) with "
+                          "K codes per example; 1 is the ELBO (default: 1; K > 1 needs beta 1, no warm-up)")
     fit.add_argument("--binarize", action="store_true", default=None,
                      help="dynamic binarization: each pixel of each batch is redrawn as 0 or 1 "
                           "with its intensity as probability (default: off)")
@@ -381,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="VQ-VAE only: the prior over the codes, read beside the checkpoint "
                              "(default: %(default)s)")
     sample.add_argument("--force", action="store_true", help="replace the PNG if it exists")
+    sample.add_argument("--label", type=_non_negative_int, default=None, metavar="C",
+                        help="CVAE only: draw --n images of class C (default for a CVAE: a grid with one "
+                             "row per class, the same codes in each column)")
 
     plot = commands.add_parser(
         "plot", help="redraw a run's figures from its checkpoint and config.json",
@@ -443,7 +457,9 @@ def _check_fits(model: Autoencoder, data: datasets.Dataset) -> None:
 def _describe(model: Autoencoder) -> str:
     config = model.config()
     shown = ["input_dim", "hidden_dims", "latent_dim", "activation", "output"]
-    if isinstance(model, VAE):
+    if isinstance(model, CVAE):
+        shown.insert(1, "num_classes")
+    if isinstance(model, (VAE, CVAE)):
         shown.append("beta")
     if isinstance(model, VQVAE):
         shown[2:3] = ["num_latents", "code_dim", "num_codes", "beta", "codebook"]
@@ -581,6 +597,8 @@ def _remove_stale_temps(run_dir: Path) -> list[Path]:
 
 
 def _figure_names(model: Autoencoder) -> list[str]:
+    if isinstance(model, CVAE):
+        return list(CVAE_FIGURE_FILES)
     return [name for name in FIGURE_FILES if name != "manifold.png" or model.latent_dim == 2]
 
 
@@ -616,6 +634,12 @@ def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
         for name, flag in (("resize", "--resize"), ("scale", "--scale")):
             if name in given:
                 raise UserError(f"{flag} applies to your own data (--data PATH) only")
+    if settings["iw_samples"] > 1:
+        if settings["model"] != "vae":
+            raise UserError(f"--iw-samples applies to --model vae only, not {settings['model']}")
+        if settings["beta"] != 1.0 or settings["kl_warmup"]:
+            raise UserError("--iw-samples K > 1 trains on the bound L_K, which has no KL weight: "
+                            "drop --beta and --kl-warmup")
     return settings
 
 
@@ -639,11 +663,11 @@ def _check_config_matches(settings: dict[str, Any], model: Autoencoder, config_p
     """config.json must describe the checkpoint's model: a resume continues that model, and would
     otherwise rewrite config.json with settings that are not the model's."""
     config = model.config()
-    kind = "vae" if isinstance(model, VAE) else "vqvae" if isinstance(model, VQVAE) else "ae"
+    kind = {"VAE": "vae", "CVAE": "cvae", "VQVAE": "vqvae"}.get(type(model).__name__, "ae")
     expected = {"model": kind, "hidden": list(config["hidden_dims"]),
                 "latent_dim": config["latent_dim"], "activation": config["activation"],
                 "dtype": config["dtype"], "seed": config["seed"]}
-    if isinstance(model, VAE):
+    if isinstance(model, (VAE, CVAE)):
         expected["beta"] = config["beta"]
     if isinstance(model, VQVAE):
         expected.update(code_dim=config["code_dim"], num_codes=config["num_codes"], commitment=config["beta"],
@@ -692,8 +716,9 @@ def _clear_previous_run(run_dir: Path) -> None:
     _remove_stale_temps(run_dir)
 
 
-def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
-    parameters = checkpoint._parameter_count("VAE" if settings["model"] == "vae" else "AE", input_dim,
+def _build_model(settings: dict[str, Any], input_dim: int, labels: np.ndarray | None = None) -> Autoencoder:
+    # a CVAE's memory is a VAE's plus num_classes inputs to each network: counted as a VAE's
+    parameters = checkpoint._parameter_count("AE" if settings["model"] == "ae" else "VAE", input_dim,
                                              settings["hidden"], settings["latent_dim"])
     needed = memory_bytes(input_dim, settings["hidden"], settings["latent_dim"], rows=settings["batch_size"],
                           dtype=settings["dtype"])
@@ -706,11 +731,43 @@ def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
                      dtype=settings["dtype"])
     if settings["model"] == "vae":
         return VAE(beta=settings["beta"], **arguments)
+    if settings["model"] == "cvae":
+        return CVAE(num_classes=_cvae_classes(settings["data"], labels), beta=settings["beta"], **arguments)
     if settings["model"] == "vqvae":
         return VQVAE(num_latents=max(1, settings["latent_dim"] // settings["code_dim"]), code_dim=settings["code_dim"],
                      num_codes=settings["num_codes"], beta=settings["commitment"], codebook=settings["codebook"],
                      decay=settings["decay"], restart_dead_codes=settings["restart_dead_codes"], **arguments)
     return AE(**arguments)
+
+
+def _cvae_classes(data: str, labels: np.ndarray | None) -> int:
+    """The number of classes of a new CVAE on data with these labels. Refuses data without labels
+    (own data files without labels have them all NO_LABEL, -1), partly labelled data, and one class."""
+    if labels is None or labels.size == 0 or bool((labels < 0).all()):
+        raise UserError(f"--model cvae needs labelled data: --data {data} has no labels")
+    unlabelled = int((labels < 0).sum())
+    if unlabelled:
+        raise UserError(f"--model cvae needs every image labelled: {unlabelled:,} of {labels.size:,} images "
+                        f"of --data {data} have no label")
+    classes = int(labels.max()) + 1
+    if classes < 2:
+        raise UserError(f"--model cvae needs at least 2 classes: every label of --data {data} is 0")
+    return classes
+
+
+def _labels_of(model: Autoencoder, data: datasets.Dataset) -> np.ndarray | None:
+    """The data's labels for a CVAE (which needs them, each in 0 .. num_classes - 1), None for the
+    other models."""
+    if not isinstance(model, CVAE):
+        return None
+    labels = data.labels
+    if labels.size and (labels.min() < 0 or labels.max() >= model.num_classes):
+        unlabelled = int((labels < 0).sum())
+        problem = (f"{unlabelled:,} of {labels.size:,} images have no label" if unlabelled else
+                   f"labels up to {int(labels.max())}")
+        raise UserError(f"{data_label(data.name)}: a CVAE needs every image labelled 0 .. {model.num_classes - 1} "
+                        f"({problem})")
+    return labels
 
 
 class _EpochPrinter:
@@ -756,6 +813,8 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
 
     rng = np.random.default_rng(seed)
     name = type(model).__name__
+    if isinstance(model, CVAE):
+        return _write_cvae_figures(model, test, history, out, data_name, seed)
     is_vae = isinstance(model, VAE)
     shape = test.image_shape
     not_gaussian = "" if is_vae else " (AE codes are not N(0, I): not samples of the data)"
@@ -783,6 +842,33 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
     if not is_vae:
         curves = {key: curves[key] for key in ("loss", "val_loss") if key in curves}
     paths.append(plots.save_history(curves, out / "history.png", title=f"{name} on {data_name}: training history"))
+    return paths
+
+
+def _class_grid(model: CVAE, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Samples with one row per class: the same per_class codes z ~ N(0, I) decoded as each class."""
+    z = rng.standard_normal((per_class, model.latent_dim), dtype=model.dtype)
+    codes = np.tile(z, (model.num_classes, 1))
+    labels = np.repeat(np.arange(model.num_classes), per_class)
+    return model.decode(codes, labels)
+
+
+def _write_cvae_figures(model: CVAE, test: datasets.Dataset, history: History, out: Path,
+                        data_name: str, seed: int) -> list[Path]:
+    """A CVAE run's figures (CVAE_FIGURE_FILES): reconstructions, samples with one row per class,
+    history."""
+    from . import plots
+
+    rng = np.random.default_rng(seed)
+    shape = test.image_shape
+    shown, labels = test.x[:FIGURE_RECONSTRUCTIONS], test.labels[:FIGURE_RECONSTRUCTIONS]
+    paths = [plots.save_reconstructions(shown, model.reconstruct(shown, labels), shape, out / "reconstructions.png",
+                                        n=FIGURE_RECONSTRUCTIONS, title=f"CVAE reconstructions ({data_name} test)")]
+    paths.append(plots.save_image_grid(
+        _class_grid(model, CLASS_GRID_COLUMNS, rng), shape, out / "samples.png", ncols=CLASS_GRID_COLUMNS,
+        title=f"CVAE: row c decodes the same {CLASS_GRID_COLUMNS} codes z ~ N(0, I) with label c"))
+    paths.append(plots.save_history(history.as_dict(), out / "history.png",
+                                    title=f"CVAE on {data_name}: training history"))
     return paths
 
 
@@ -901,7 +987,8 @@ def _train(args: argparse.Namespace, run_dir: Path | None, settings: dict[str, A
     schedule = new_schedule(settings) if saved_schedule is None else schedules.make_schedule(**saved_schedule)
     data = (train_data, val_data, test_data, schedule)
     if saved is None:  # a new run, or one stopped before its first checkpoint
-        model = _build_model(settings, train_data.x.shape[1])
+        labels = train_data.labels if val_data is None else np.concatenate([train_data.labels, val_data.labels])
+        model = _build_model(settings, train_data.x.shape[1], labels)
         optimizer = Adam(model.parameters(), lr=settings["lr"])
         history = History()
         rng = np.random.default_rng(settings["seed"])
@@ -944,8 +1031,9 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
           + (", dynamic binarization" if settings["binarize"] else "")
           + (f", early stopping after {settings['patience']} epochs without improvement"
-             if settings["patience"] is not None else ""))
-    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress),
+             if settings["patience"] is not None else "")
+          + (f", IWAE objective L_{settings['iw_samples']}" if settings["iw_samples"] > 1 else ""))
+    printer = _EpochPrinter(isinstance(model, (VAE, CVAE)), clear_progress=_progress_shown(args.progress),
                             is_vqvae=isinstance(model, VQVAE))
     printer.header()
 
@@ -967,7 +1055,8 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
         try:
             train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
                       optimizer=optimizer, x_val=extras.x_val(), rng=rng, kl_warmup_epochs=settings["kl_warmup"],
-                      binarize=settings["binarize"], history=history,
+                      binarize=settings["binarize"], history=history, iw_samples=settings["iw_samples"],
+                      y_train=_labels_of(model, train_data), y_val=extras.y_val(),
                       callbacks=[save_epoch, *extras.trailing_callbacks()], progress=args.progress)
         except schedules.StopTraining as stop:
             extras.stop(stop)
@@ -1053,7 +1142,7 @@ def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str
     return data, binarize, data_dir
 
 
-def _check_iwae_cost(model: VAE, n: int, k: int) -> None:
+def _check_iwae_cost(model: VAE | CVAE, n: int, k: int) -> None:
     """Refuse an IWAE estimate that cannot finish in a day, with the estimate: n * k decoder rows
     at the rate of a timed decode of PROBE_ROWS codes (the memory is bounded whatever k:
     log_likelihood decodes 1024 rows at a time)."""
@@ -1062,7 +1151,10 @@ def _check_iwae_cost(model: VAE, n: int, k: int) -> None:
         return
     z = np.zeros((PROBE_ROWS, model.latent_dim), dtype=model.dtype)
     started = time.perf_counter()
-    model.decode(z)
+    if isinstance(model, CVAE):
+        model.decode(z, np.zeros(PROBE_ROWS, dtype=np.int64))
+    else:
+        model.decode(z)
     rate = PROBE_ROWS / max(time.perf_counter() - started, 1e-9)
     seconds = rows / rate
     if seconds > MAX_EVAL_SECONDS:
@@ -1104,17 +1196,20 @@ def _eval_command(args: argparse.Namespace) -> int:
     _check_data_dir(args.data_dir)
     data = _load_split(path, data_name, args.split, data_dir, model)
     _check_fits(model, data)
-    if isinstance(model, VAE):
+    if isinstance(model, (VAE, CVAE)):
         _check_iwae_cost(model, data.x.shape[0], args.iw_samples)
     rng = np.random.default_rng(args.seed)
     x = data.x
     if binarize:  # one draw, as fit(binarize=True) draws each batch
         x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
+    labels = _labels_of(model, data)
     started = time.perf_counter()
     try:
-        terms = train.evaluate(model, x, rng=rng)
+        terms = train.evaluate(model, x, rng=rng, y=labels)
         if isinstance(model, VAE):
             log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng).mean())
+        elif isinstance(model, CVAE):
+            log_likelihood = float(model.log_likelihood(x, labels, k=args.iw_samples, rng=rng).mean())
     except ValueError:  # the data were checked (pixels in [0, 1]); what overflows is the model
         largest = max(float(np.abs(value).max()) for value in model.state_dict().values())
         raise UserError(f"{path}: the model's loss overflows {model.dtype} on --data {data_name} (pixels in [0, 1]): "
@@ -1126,13 +1221,14 @@ def _eval_command(args: argparse.Namespace) -> int:
     binarized = ", binarized (one draw)" if binarize else ""
     print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}")
     print(f"{'':<34}{'nats per example':>18}")
-    if isinstance(model, VAE):
+    if isinstance(model, (VAE, CVAE)):
         rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),
                 ("  reconstruction", terms["recon"]),
                 ("  KL(q(z|x) || N(0, I))", terms["kl"])]
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
-        rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
+        given = "x|y" if isinstance(model, CVAE) else "x"
+        rows.append((f"IWAE -log p({given}) estimate, K={args.iw_samples}", -log_likelihood))
     elif isinstance(model, VQVAE):
         rows = [("loss, recon + VQ terms", terms["loss"]),
                 ("  reconstruction", terms["recon"]),
@@ -1169,6 +1265,10 @@ def _sample_command(args: argparse.Namespace) -> int:
     needed = (memory_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows=args.n, dtype=model.dtype)
               + 40 * args.n * model.input_dim)
     _refuse_beyond_memory(needed, f"--n {args.n} samples of {shape[0]}x{shape[1]}", "choose a smaller --n")
+    if isinstance(model, CVAE):
+        return _sample_cvae(model, args, shape, out)
+    if args.label is not None:
+        raise UserError(f"--label applies to a CVAE only; {args.checkpoint} holds a {type(model).__name__}")
     name = type(model).__name__
     ncols = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
     if isinstance(model, VQVAE):
@@ -1187,6 +1287,28 @@ def _sample_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sample_cvae(model: CVAE, args: argparse.Namespace, shape: tuple[int, int], out: Path) -> int:
+    """``npvae sample`` for a CVAE: --n images of class --label, else a grid with a row per class."""
+    from . import plots
+
+    rng = np.random.default_rng(args.seed)
+    if args.label is None:
+        per_class = max(1, args.n // model.num_classes)
+        path = plots.save_image_grid(_class_grid(model, per_class, rng), shape, out, ncols=per_class,
+                                     title=f"CVAE: row c decodes the same {per_class} codes z ~ N(0, I) with label c")
+        print(f"wrote {path} ({model.num_classes} classes x {per_class} samples of {shape[0]}x{shape[1]}, "
+              f"seed {args.seed})")
+        return EXIT_OK
+    if args.label >= model.num_classes:
+        raise UserError(f"--label {args.label}: this CVAE knows the classes 0 .. {model.num_classes - 1}")
+    images = model.sample(args.n, rng, labels=args.label)
+    ncols = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
+    path = plots.save_image_grid(images, shape, out, ncols=ncols,
+                                 title=f"CVAE: {args.n} decodings of z ~ N(0, I) with label {args.label}")
+    print(f"wrote {path} ({args.n} samples of class {args.label}, {shape[0]}x{shape[1]}, seed {args.seed})")
+    return EXIT_OK
+
+
 # -- npvae encode -----------------------------------------------------------------------------------
 def _encode_command(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
@@ -1200,6 +1322,9 @@ def _encode_command(args: argparse.Namespace) -> int:
     _check_fits(model, data)
     if isinstance(model, VAE):
         mu, logvar = model.encode(data.x)
+        arrays = {"mu": mu, "logvar": logvar}
+    elif isinstance(model, CVAE):
+        mu, logvar = model.encode(data.x, _labels_of(model, data))
         arrays = {"mu": mu, "logvar": logvar}
     else:
         arrays = {"z": model.encode(data.x)}

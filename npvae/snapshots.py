@@ -6,7 +6,8 @@
 
 The samples decode the same codes every time, drawn once from ``default_rng(seed)`` (not from
 the training generator, so snapshots never change a run), which shows one set of images taking
-shape over training: z ~ N(0, I) for an AE or a VAE, code indices drawn uniformly from the
+shape over training: z ~ N(0, I) for an AE or a VAE (for a CVAE with the labels 0, 1, ...,
+num_classes - 1 in turn), code indices drawn uniformly from the
 codebook for a VQ-VAE (which has no fixed prior; its learned priors come after training). The GIF is assembled from the sample PNGs on disk, so the frames of a run
 stopped and resumed are all there. Like every npvae figure, nothing here prints or uses pyplot.
 """
@@ -24,6 +25,7 @@ import numpy as np
 from . import _checks
 from .history import History
 from .models.base import Autoencoder
+from .models.cvae import CVAE
 
 __all__ = ["Snapshots", "write_gif"]
 
@@ -37,9 +39,11 @@ class Snapshots:
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE, CVAE or VQVAE
     x_shown : array (n, input_dim)
         The images whose reconstructions are drawn (e.g. the first 10 test images).
+    y_shown : integer array (n,) or None
+        The labels of ``x_shown``: required for a CVAE, refused for the other models.
     image_shape : (h, w)
     directory : path
         Created if missing.
@@ -52,9 +56,9 @@ class Snapshots:
     """
 
     def __init__(self, model: Autoencoder, x_shown: Any, image_shape: Sequence[int], directory: str | os.PathLike,
-                 every: int, seed: int, n_samples: int = 64) -> None:
+                 every: int, seed: int, n_samples: int = 64, y_shown: Any = None) -> None:
         if not isinstance(model, Autoencoder):
-            raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
+            raise TypeError(f"model: expected an npvae AE, VAE, CVAE or VQVAE, got {type(model).__name__}")
         self.every = _checks.positive_int("every", every)
         n_samples = _checks.positive_int("n_samples", n_samples)
         seed = _checks.int_at_least("seed", seed, 0)
@@ -63,7 +67,15 @@ class Snapshots:
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.directory = _checks.file_path(directory, name="directory")
         rng = np.random.default_rng(seed)
-        if hasattr(model, "decode_indices"):  # a VQ-VAE: fixed code indices, uniform over the codebook
+        self.y_shown = None
+        if isinstance(model, CVAE):  # a CVAE: its reconstructions take the labels, its samples cycle the classes
+            self.y_shown = model.validate_labels(y_shown, self.x_shown.shape[0], name="y_shown")
+            self.codes = rng.standard_normal((n_samples, model.latent_dim)).astype(model.dtype)
+            labels = np.arange(n_samples) % model.num_classes
+            self._decode = lambda: model.decode(self.codes, labels)
+        elif y_shown is not None:
+            raise ValueError(f"y_shown: only a CVAE takes class labels; this is a {type(model).__name__}")
+        elif hasattr(model, "decode_indices"):  # a VQ-VAE: fixed code indices, uniform over the codebook
             self.codes = rng.integers(0, model.num_codes, (n_samples, model.num_latents))
             self._decode = lambda: model.decode_indices(self.codes)
         else:
@@ -80,7 +92,10 @@ class Snapshots:
 
         name = type(self.model).__name__
         # a Gaussian decoder's means may leave [0, 1]: clipped for display only
-        shown = np.clip(self.model.reconstruct(self.x_shown), 0.0, 1.0)
+        if self.y_shown is None:
+            shown = np.clip(self.model.reconstruct(self.x_shown), 0.0, 1.0)
+        else:
+            shown = np.clip(self.model.reconstruct(self.x_shown, self.y_shown), 0.0, 1.0)
         samples = np.clip(self._decode(), 0.0, 1.0)
         return [
             plots.save_reconstructions(np.clip(self.x_shown, 0.0, 1.0), shown, self.image_shape,

@@ -36,6 +36,7 @@ from . import _checks
 from . import _kernels as kernels
 from .history import History
 from .models.base import Autoencoder
+from .models.cvae import CVAE
 from .models.vqvae import VQVAE, code_usage
 from .nn import Parameter
 from .optim import Adam, Optimizer
@@ -72,7 +73,7 @@ class TrainingError(RuntimeError):
 # -- argument checks -------------------------------------------------------------------------
 def _check_model(model: Any) -> Autoencoder:
     if not isinstance(model, Autoencoder):
-        raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
+        raise TypeError(f"model: expected an npvae AE, VAE, CVAE or VQVAE, got {type(model).__name__}")
     return model
 
 
@@ -106,6 +107,26 @@ def _check_history(history: Any, has_validation: bool) -> History:
     return history
 
 
+def _labels_for(model: Autoencoder, name: str, y: Any, rows: int) -> np.ndarray | None:
+    """A CVAE's labels, validated; None for the other models, which take none."""
+    if isinstance(model, CVAE):
+        return model.validate_labels(y, rows, name=name)
+    if y is not None:
+        raise ValueError(f"{name}: only a CVAE takes class labels; this is a {type(model).__name__}")
+    return None
+
+
+def _check_iw_samples(model: Autoencoder, iw_samples: Any, kl_warmup_epochs: int) -> int:
+    iw_samples = _checks.positive_int("iw_samples", iw_samples)
+    if iw_samples > 1:
+        if not hasattr(model, "iw_loss_and_grads_unchecked"):
+            raise ValueError(f"iw_samples: the importance-weighted objective needs a VAE, got {type(model).__name__}")
+        if model.beta != 1.0 or kl_warmup_epochs:
+            raise ValueError(f"iw_samples: k = {iw_samples} needs beta = 1 and kl_warmup_epochs = 0 (the bound "
+                             f"L_k has no KL weight), got beta {model.beta!r}, kl_warmup_epochs {kl_warmup_epochs}")
+    return iw_samples
+
+
 def _check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
     if callable(callbacks) or not isinstance(callbacks, Iterable):
         raise TypeError(f"callbacks: expected an iterable of callables, e.g. [callback], got {type(callbacks).__name__}")
@@ -117,14 +138,20 @@ def _check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
 
 
 # -- evaluation --------------------------------------------------------------------------------
-def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch_size: int) -> dict[str, float]:
-    """Mean loss terms over x; may hold inf or NaN where the model overflows (callers check)."""
+def _evaluate(model: Autoencoder, x: np.ndarray, rng: np.random.Generator, batch_size: int,
+              y: np.ndarray | None = None) -> dict[str, float]:
+    """Mean loss terms over x (with its labels y for a CVAE); may hold inf or NaN where the model
+    overflows (callers check)."""
     totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     # an overflow shows up as a non-finite total, which the callers report as an error
     # naming the data: NumPy's overflow warnings would only repeat it, less clearly
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for start in range(0, x.shape[0], batch_size):
-            terms = model.terms_unchecked(x[start : start + batch_size], None, rng)
+            rows = slice(start, start + batch_size)
+            if y is None:
+                terms = model.terms_unchecked(x[rows], None, rng)
+            else:
+                terms = model.terms_unchecked(x[rows], y[rows], None, rng)
             for name in totals:
                 totals[name] += float(getattr(terms, name).sum(dtype=np.float64))
     return {name: total / x.shape[0] for name, total in totals.items()}
@@ -135,13 +162,14 @@ def _max_abs(x: np.ndarray) -> float:
 
 
 def evaluate(
-    model: Autoencoder, x: Any, rng: np.random.Generator | None = None, batch_size: int = _EVAL_BATCH_SIZE
+    model: Autoencoder, x: Any, rng: np.random.Generator | None = None, batch_size: int = _EVAL_BATCH_SIZE,
+    y: Any = None,
 ) -> dict[str, float]:
     """Mean per-example loss terms of ``model`` on ``x``, in nats.
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE, CVAE or VQVAE
     x : array (n, input_dim)
         Data, validated as by the model's own methods.
     rng : numpy.random.Generator or None
@@ -149,6 +177,8 @@ def evaluate(
         so that the same model and data always give the same numbers. An AE ignores it.
     batch_size : int
         Rows per forward pass (bounds memory; the result does not depend on it for an AE).
+    y : integer array (n,) or None
+        The class labels of ``x``: required by a CVAE, refused by the other models.
 
     Returns
     -------
@@ -170,7 +200,8 @@ def evaluate(
     x = model.validate(x)
     rng = np.random.default_rng(0) if rng is None else _checks.generator(rng)
     batch_size = _checks.positive_int("batch_size", batch_size)
-    metrics = _evaluate(model, x, rng, batch_size)
+    y = _labels_for(model, "y", y, x.shape[0])
+    metrics = _evaluate(model, x, rng, batch_size, y)
     if not all(math.isfinite(value) for value in metrics.values()):
         raise ValueError(
             f"x: the model's loss on these data is not finite ({metrics}): its computation overflows "
@@ -276,8 +307,10 @@ class _Epochs:
     """The loop's state between epochs: what ``fit`` checked, and the steps of one epoch."""
 
     def __init__(self, model: Autoencoder, optimizer: Optimizer, x_train: np.ndarray, batch_size: int,
-                 binarize: bool, rng: np.random.Generator, kl_warmup_epochs: int) -> None:
+                 binarize: bool, rng: np.random.Generator, kl_warmup_epochs: int,
+                 y_train: np.ndarray | None = None, iw_samples: int = 1) -> None:
         self.model, self.optimizer, self.x_train = model, optimizer, x_train
+        self.y_train, self.iw_samples = y_train, iw_samples
         self.batch_size, self.binarize, self.rng = batch_size, binarize, rng
         self.batches = math.ceil(x_train.shape[0] / batch_size)
         # the weight of the kl field in the loss; a VQ-VAE's beta weighs its commitment term inside it
@@ -297,11 +330,17 @@ class _Epochs:
         # batch; NumPy's overflow warnings from inside the model would only repeat it
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for batch in range(1, self.batches + 1):
-                x_batch = self.x_train[order[(batch - 1) * self.batch_size : batch * self.batch_size]]
+                picked = order[(batch - 1) * self.batch_size : batch * self.batch_size]
+                x_batch = self.x_train[picked]
                 if self.binarize:
                     x_batch = (self.rng.random(x_batch.shape, dtype=model.dtype) < x_batch).astype(model.dtype)
                 kl_weight = _kl_weight(self.beta, (epoch - 1) * self.batches + batch, self.warmup_steps)
-                self.loss = model.loss_and_grads_unchecked(x_batch, None, self.rng, kl_weight)
+                if self.iw_samples > 1:
+                    self.loss = model.iw_loss_and_grads_unchecked(x_batch, None, self.rng, self.iw_samples)
+                elif self.y_train is not None:
+                    self.loss = model.loss_and_grads_unchecked(x_batch, self.y_train[picked], None, self.rng, kl_weight)
+                else:
+                    self.loss = model.loss_and_grads_unchecked(x_batch, None, self.rng, kl_weight)
                 if not (math.isfinite(self.loss) and _finite_arrays(self.gradients)):
                     raise self._step_error(epoch, batch, first_step and batch == 1)
                 self.optimizer.step()
@@ -352,8 +391,9 @@ class _Epochs:
             )
 
 
-def _validate_epoch(model: Autoencoder, x_val: np.ndarray, rng: np.random.Generator, epoch: int) -> dict[str, float]:
-    metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE)
+def _validate_epoch(model: Autoencoder, x_val: np.ndarray, rng: np.random.Generator, epoch: int,
+                    y_val: np.ndarray | None = None) -> dict[str, float]:
+    metrics = _evaluate(model, x_val, rng, _EVAL_BATCH_SIZE, y_val)
     if not all(math.isfinite(value) for value in metrics.values()):
         raise TrainingError(
             f"non-finite validation loss after epoch {epoch} ({metrics}): the model's "
@@ -391,12 +431,15 @@ def fit(
     history: History | None = None,
     callbacks: Iterable[Callback] = (),
     progress: bool | None = None,
+    iw_samples: int = 1,
+    y_train: Any = None,
+    y_val: Any = None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` epochs of minibatch descent; return the history.
 
     Parameters
     ----------
-    model : AE or VAE
+    model : AE, VAE, CVAE or VQVAE
         Trained in place.
     x_train : array (n, input_dim)
         Training data, validated once (float, finite, in [0, 1] for a Bernoulli decoder) and
@@ -436,6 +479,15 @@ def fit(
         Show a one-line progress display on stderr: None shows it only when stderr is a
         terminal. It is the only output of training (and the one place in ``npvae/`` outside
         the CLI that writes to a stream).
+    iw_samples : int
+        k of the importance-weighted objective (Burda et al. 2016): each step minimises -L_k
+        with k codes per example (``VAE.iw_loss_and_grads``; eps drawn as (batch, k, latent)).
+        1 (default) is the VAE's usual objective, exactly. k >= 2 needs a VAE with beta = 1 and
+        no KL warm-up; ``recon`` then records the weighted reconstruction sum_i w~_i recon_i and
+        ``kl`` the rest of -L_k, so that ``loss`` is -L_k. Validation stays one z per example.
+    y_train, y_val : integer arrays (n,), (m,) or None
+        Class labels of ``x_train`` and ``x_val`` (0 .. num_classes - 1): required by a CVAE
+        (each batch is trained with its rows' labels), refused by the other models.
 
     Returns
     -------
@@ -477,7 +529,13 @@ def fit(
             f"x_train: binarize=True needs values in [0, 1] (probabilities), got values in "
             f"[{x_train.min():g}, {x_train.max():g}]"
         )
+    y_train = _labels_for(model, "y_train", y_train, x_train.shape[0])
     x_val = None if x_val is None else model.validate(x_val, name="x_val")
+    if x_val is not None:
+        y_val = _labels_for(model, "y_val", y_val, x_val.shape[0])
+    elif y_val is not None:
+        raise ValueError("y_val: labels given without x_val")
+    iw_samples = _check_iw_samples(model, iw_samples, kl_warmup_epochs)
     parameters = model.parameters()
     optimizer = Adam(parameters, lr=1e-3) if optimizer is None else _check_optimizer(optimizer, parameters)
     rng = np.random.default_rng(seed) if rng is None else _checks.generator(rng)
@@ -486,7 +544,7 @@ def fit(
     if epochs == 0:
         return history
 
-    loop = _Epochs(model, optimizer, x_train, batch_size, binarize, rng, kl_warmup_epochs)
+    loop = _Epochs(model, optimizer, x_train, batch_size, binarize, rng, kl_warmup_epochs, y_train, iw_samples)
     first_epoch, last_epoch = len(history) + 1, len(history) + epochs
     stream = _progress_stream(progress)
     display = _Progress(stream, first_epoch, last_epoch, loop.batches) if stream is not None else None
@@ -495,7 +553,7 @@ def fit(
             started = time.perf_counter()
             recon, kl, kl_weight = loop.train(epoch, epoch == first_epoch, display)
             loop.check_state(epoch)
-            metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch)
+            metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch, y_val)
             _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
             if isinstance(model, VQVAE):
                 history.perplexity.append(loop.code_usage[0])

@@ -152,3 +152,34 @@ def test_force_removes_an_earlier_runs_best_report_and_snapshots(tmp_path, data_
     assert not (out / "best.npz").exists() and not (out / "snapshots" / "samples.gif").exists()
     assert not list((out / "snapshots").glob("epoch_*.png"))
     assert "Trained 1 epoch." in (out / "report.md").read_text()
+
+
+def test_cvae_refuses_own_data_without_labels(tmp_path, capsys):
+    """A .npy holds no labels (all -1): --model cvae says so in one line, exit 1, no run directory."""
+    x = (np.random.default_rng(2).random((40, 16)) < 0.5).astype(np.float32)
+    np.save(tmp_path / "plain.npy", x)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "cvae", "--data", str(tmp_path / "plain.npy"), "--out", str(out), *FAST,
+                 "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"--model cvae needs labelled data: --data {tmp_path / 'plain.npy'} has no labels" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cvae_on_own_labelled_data_validates_snapshots_reports_and_encodes(tmp_path, data_file, capsys):
+    out = tmp_path / "run"
+    assert train(out, data_file, "--model", "cvae", "--epochs", "2", "--snapshot-every", "1",
+                 "--val-fraction", "0.25") == 0
+    history = checkpoint.load_checkpoint(out / "model.npz").history
+    assert len(history.val_loss) == 2 and np.isfinite(history.val_loss).all()
+    for name in ("best.npz", "report.md", "snapshots/epoch_0002_reconstructions.png", "snapshots/samples.gif"):
+        assert (out / name).is_file(), name
+    assert "-L_10 (IWAE bound on -log p(x|y), K=10)" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(out / "best.npz"), "--iw-samples", "5"]) == 0
+    assert "IWAE -log p(x|y) estimate, K=5" in capsys.readouterr().out
+    assert main(["sample", str(out / "model.npz"), "--label", "3", "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["encode", str(out / "model.npz"), "--out", str(tmp_path / "z.npz")]) == 0
+    with np.load(tmp_path / "z.npz", allow_pickle=False) as latents:
+        assert latents["mu"].shape == (50, 2) and latents["labels"].shape == (50,)

@@ -26,6 +26,7 @@ from ..losses import gaussian_kl_into
 from ..nn import Dense
 from ..reparam import Reparameterization
 from .base import Autoencoder, LossTerms, mlp
+from .iwae import _iw_loss_and_grads
 
 __all__ = ["VAE", "LossTerms"]
 
@@ -278,6 +279,53 @@ class VAE(Autoencoder):
         self.last_recon = float(recon.mean())
         self.last_kl = float(kl.mean())
         return self.last_recon + kl_weight * self.last_kl
+
+    # -- the importance-weighted objective (models/iwae.py) -----------------------------------------
+    def iw_loss_and_grads(
+        self, x: Any, *, k: int | None = None, eps: Any = None, rng: np.random.Generator | None = None,
+    ) -> float:
+        """-mean over the batch of L_k (Burda et al. 2016, eq. 8) with k codes per example;
+        overwrite every parameter's grad with its derivative (``npvae.models.iwae``).
+
+        Give ``eps`` (batch, k, latent_dim) for a deterministic pass (k is read from it), or
+        ``rng`` and ``k`` to draw it. k = 1 is ``loss_and_grads``, exactly: the closed-form KL,
+        the same loss, gradient and draws (eps[:, 0] is its noise). k >= 2 needs beta = 1.
+
+        Raises ValueError naming ``k`` or ``eps`` for a wrong count or shape, and naming ``x`` if
+        the loss overflows the model's dtype.
+        """
+        x = self._as_batch(x)
+        if (eps is None) == (rng is None):
+            raise ValueError("eps, rng: expected exactly one of them (eps for a deterministic pass)")
+        if eps is not None:
+            array = np.asarray(eps)
+            if array.ndim != 3 or array.shape[0] != x.shape[0] or array.shape[2] != self.latent_dim:
+                raise ValueError(f"eps: expected shape ({x.shape[0]}, k, {self.latent_dim}), got {array.shape}")
+            if k is not None and _checks.positive_int("k", k) != array.shape[1]:
+                raise ValueError(f"k: expected eps.shape[1] = {array.shape[1]} or None, got {k!r}")
+            k = array.shape[1]
+            eps = self._as_batch(array.reshape(-1, self.latent_dim), name="eps", width=self.latent_dim,
+                                 data=False).reshape(array.shape)
+        else:
+            rng = _checks.generator(rng)
+            if k is None:
+                raise ValueError("k: expected a positive integer with rng, got None")
+        k = _checks.positive_int("k", k)
+        if k > 1 and self.beta != 1.0:
+            raise ValueError(f"k: the importance-weighted bound (k > 1) needs beta = 1, this model has beta {self.beta!r}")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            loss = self.iw_loss_and_grads_unchecked(x, eps, rng, k)
+        if not (math.isfinite(loss) and math.isfinite(self.last_recon) and math.isfinite(self.last_kl)):
+            raise self._loss_overflow_error(x)
+        return loss
+
+    def iw_loss_and_grads_unchecked(self, x: np.ndarray, eps: np.ndarray | None, rng: np.random.Generator | None,
+                                    k: int) -> float:
+        """``iw_loss_and_grads`` on an array returned by ``validate`` (the training loop's entry for
+        iw_samples = k), with exactly one of a checked ``eps`` and ``rng`` and a valid k."""
+        if k == 1:
+            return self.loss_and_grads_unchecked(x, None if eps is None else eps[:, 0], rng, self.beta)
+        return _iw_loss_and_grads(self, x, eps, rng, k)
 
     # -- likelihood estimate ---------------------------------------------------------------------
     def log_likelihood(
