@@ -29,7 +29,7 @@ import numpy as np
 import scipy.special
 
 from . import _checks
-from .interop import _names_for, as_array, layer_names, off_path_layers
+from .interop import as_array, layer_names, off_path_layers, resolve_layer_names
 from .losses import LOG_2PI
 from .models import VAE
 from .nn import Dense, Module
@@ -499,7 +499,7 @@ def check_gradients(model: VAE, user_grads: Mapping[Any, Any], x: Any, eps: Any,
     (relative to the largest entry of npvae's gradient).
     """
     model = _check_vae(model)
-    layer_names = _names_for(model, names)
+    layer_names = resolve_layer_names(model, names)
     if layout not in ("torch", "npvae"):
         raise ValueError(f"layout: expected 'torch' or 'npvae', got {layout!r}")
     if not isinstance(user_grads, Mapping):

@@ -61,6 +61,7 @@ from .models.base import Autoencoder
 from .optim import Adam
 from .priors import CategoricalPrior, MADEPrior
 from ._files import write_atomically
+from ._checks import shorten
 from .history import History
 from .train import TrainingError
 
@@ -693,7 +694,7 @@ def _clear_previous_run(run_dir: Path) -> None:
 
 
 def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
-    parameters = checkpoint._parameter_count("VAE" if settings["model"] == "vae" else "AE", input_dim,
+    parameters = checkpoint.parameter_count("VAE" if settings["model"] == "vae" else "AE", input_dim,
                                              settings["hidden"], settings["latent_dim"])
     needed = memory_bytes(input_dim, settings["hidden"], settings["latent_dim"], rows=settings["batch_size"],
                           dtype=settings["dtype"])
@@ -1235,7 +1236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nnpvae: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (UserError, OSError, ValueError, TypeError) as error:  # CheckpointError is a ValueError
-        print(f"npvae: error: {checkpoint._shorten(str(error), 2000)}", file=sys.stderr)
+        print(f"npvae: error: {shorten(str(error), 2000)}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if in_main_thread:
