@@ -29,6 +29,7 @@ import numpy as np
 import scipy.special
 
 from . import _checks
+from .gradcheck import numeric_gradient
 from .interop import as_array, layer_names, off_path_layers, resolve_layer_names
 from .losses import LOG_2PI
 from .models import VAE
@@ -574,19 +575,7 @@ def finite_difference_grads(user_loss: Callable[[np.ndarray, np.ndarray], Any], 
     def value() -> float:
         return _scalar("user_loss", _user_terms(_call_user("user_loss", user_loss, x, eps))["loss"])
 
-    grads = {}
-    for name, array in params.items():
-        grad = np.empty_like(array)
-        for index in np.ndindex(array.shape):
-            original = array[index]
-            array[index] = original + step
-            plus = value()
-            array[index] = original - step
-            minus = value()
-            array[index] = original
-            grad[index] = (plus - minus) / (2 * step)
-        grads[name] = grad
-    return grads
+    return {name: numeric_gradient(value, array, step) for name, array in params.items()}
 
 
 # -- the sampler ---------------------------------------------------------------------------------
