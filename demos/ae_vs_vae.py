@@ -13,6 +13,7 @@ seen nothing: blurs, blends and broken strokes.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import numpy as np
 
 import npvae
 import npvae.plots
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # finds _common.py also when run by runpy.run_path
+from _common import add_data_dir_argument, load_train_test  # noqa: E402
 
 SETTINGS = {  # data -> (hidden widths, epochs, learning rate)
     "digits": ([256, 128], 100, 3e-3),
@@ -34,20 +38,13 @@ def main():
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None, help="default: 100 for digits, 10 for MNIST")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="directory with the MNIST / Fashion-MNIST IDX files (default: $NPVAE_DATA/<data>, $NPVAE_MNIST_DIR for MNIST, else ~/.cache/npvae/<data>)")
+    add_data_dir_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("demos_out/ae_vs_vae"))
     args = parser.parse_args()
     hidden, epochs, lr = SETTINGS[args.data]
     epochs = args.epochs or epochs
 
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        parser.error(f"--data-dir {args.data_dir}: no such directory")
-    try:
-        train = npvae.datasets.load(args.data, "train", args.data_dir)
-        test = npvae.datasets.load(args.data, "test", args.data_dir)
-    except OSError as error:  # files missing and not downloadable, or unreadable
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    train, test = load_train_test(parser, args)
     shape = train.image_shape
     print(f"{args.data}: {train.x.shape[0]} training and {test.x.shape[0]} test images of {shape[0]}x{shape[1]}")
     print(f"both models: {train.x.shape[1]} -> {hidden} -> {args.latent_dim} -> {hidden[::-1]} -> "

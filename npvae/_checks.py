@@ -15,6 +15,19 @@ from typing import Any
 
 import numpy as np
 
+MAX_MESSAGE_CHARS = 300
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text``, cut in the middle to ``limit`` characters, so that an error message stays short.
+
+    A longer text keeps its first and last ``(limit - 5) // 2`` characters around `` ... ``.
+    """
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
 
 def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     """``np.dtype(dtype)`` if it is float32 or float64; TypeError otherwise.

@@ -29,7 +29,8 @@ import numpy as np
 import scipy.special
 
 from . import _checks
-from .interop import _names_for, as_array, layer_names, off_path_layers
+from .gradcheck import numeric_gradient
+from .interop import as_array, layer_names, off_path_layers, resolve_layer_names
 from .losses import LOG_2PI
 from .models import VAE
 from .nn import Dense, Module
@@ -499,7 +500,7 @@ def check_gradients(model: VAE, user_grads: Mapping[Any, Any], x: Any, eps: Any,
     (relative to the largest entry of npvae's gradient).
     """
     model = _check_vae(model)
-    layer_names = _names_for(model, names)
+    layer_names = resolve_layer_names(model, names)
     if layout not in ("torch", "npvae"):
         raise ValueError(f"layout: expected 'torch' or 'npvae', got {layout!r}")
     if not isinstance(user_grads, Mapping):
@@ -574,19 +575,7 @@ def finite_difference_grads(user_loss: Callable[[np.ndarray, np.ndarray], Any], 
     def value() -> float:
         return _scalar("user_loss", _user_terms(_call_user("user_loss", user_loss, x, eps))["loss"])
 
-    grads = {}
-    for name, array in params.items():
-        grad = np.empty_like(array)
-        for index in np.ndindex(array.shape):
-            original = array[index]
-            array[index] = original + step
-            plus = value()
-            array[index] = original - step
-            minus = value()
-            array[index] = original
-            grad[index] = (plus - minus) / (2 * step)
-        grads[name] = grad
-    return grads
+    return {name: numeric_gradient(value, array, step) for name, array in params.items()}
 
 
 # -- the sampler ---------------------------------------------------------------------------------

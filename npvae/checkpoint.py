@@ -40,7 +40,7 @@ from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
 from .priors import CategoricalPrior, MADEPrior
 from ._files import write_atomically
-from ._checks import file_path
+from ._checks import file_path, shorten
 from .history import History
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "save", "load", "load_checkpoint"]
@@ -70,18 +70,9 @@ MAX_INDEX_BYTES = 1 << 20  # format_version and contents, as stored (contents: 4
 MAX_JSON_CHARS = 1 << 24
 MAX_CONFIG_CHARS = 1 << 16  # model_config: a 1,000-layer config is about 7,000 characters
 MAX_LAYERS = 1000
-MAX_MESSAGE_CHARS = 300
 
 
-def _shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text``, cut in the middle to ``limit`` characters, so that an error message stays short."""
-    if len(text) <= limit:
-        return text
-    half = (limit - 5) // 2
-    return f"{text[:half]} ... {text[-half:]}"
-
-
-def _parameter_count(class_name: str, input_dim: int, hidden_dims: list[int], latent_dim: int) -> int:
+def parameter_count(class_name: str, input_dim: int, hidden_dims: list[int], latent_dim: int) -> int:
     """Number of parameter entries of ``AE`` or ``VAE`` with these sizes (Dense(a, b): a * b + b),
     computed without building the model.
 
@@ -254,7 +245,7 @@ def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
         if contents.dtype.kind == "U" and contents.ndim == 1:
             unlisted = sorted(set(names) - {*_INDEX_MEMBERS, *contents.tolist()})
             if unlisted:
-                raise CheckpointError(f"{path}: unlisted arrays {_shorten(str(unlisted))} (the file is "
+                raise CheckpointError(f"{path}: unlisted arrays {shorten(str(unlisted))} (the file is "
                                       "damaged or was edited); none of them was read")
     declared = sum(sizes.values())
     available = available_memory()
@@ -345,7 +336,7 @@ def _read_model(reader: _Reader) -> Autoencoder:
     try:
         model = _MODEL_CLASSES[class_name](**config)
     except (TypeError, ValueError) as error:
-        raise reader.error(_shorten(f"model_config: cannot build {class_name}({config}): {error}")) from None
+        raise reader.error(shorten(f"model_config: cannot build {class_name}({config}): {error}")) from None
     state = reader.group(_PARAM_PREFIX)
     for name, array in state.items():
         if array.dtype != model.dtype:
@@ -355,7 +346,7 @@ def _read_model(reader: _Reader) -> Autoencoder:
     try:
         model.load_state_dict(state)
     except (TypeError, ValueError) as error:
-        raise reader.error(_shorten(f"parameters do not fit {class_name}({config}): {error}")) from None
+        raise reader.error(shorten(f"parameters do not fit {class_name}({config}): {error}")) from None
     return model
 
 
@@ -370,11 +361,11 @@ def _check_model_size(reader: _Reader, class_name: str, config: dict[str, Any]) 
     sizes = [config.get("input_dim"), config.get("latent_dim"), *(hidden if isinstance(hidden, list) else [None])]
     if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in sizes):
         return
-    expected = _parameter_count(class_name, config["input_dim"], hidden, config["latent_dim"])
+    expected = parameter_count(class_name, config["input_dim"], hidden, config["latent_dim"])
     stored = sum(array.size for array in reader.group(_PARAM_PREFIX).values())
     if expected > 2 * stored + 10_000:
         raise reader.error(
-            f"model_config: input_dim {config['input_dim']}, hidden_dims {_shorten(str(hidden), 80)} and "
+            f"model_config: input_dim {config['input_dim']}, hidden_dims {shorten(str(hidden), 80)} and "
             f"latent_dim {config['latent_dim']} make {expected:,} parameter entries, but the file stores only {stored:,}: "
             "refusing to build a model the file cannot fill"
         )
@@ -430,12 +421,12 @@ def _read_rng(reader: _Reader) -> np.random.Generator | None:
             or state.get("has_uint32") not in (0, 1)):
         raise reader.error(f"rng_state: not a valid {name} state: expected state and inc in [0, 2**128), has_uint32 "
                            f"0 or 1 and uinteger "
-                           f"in [0, 2**32), got {_shorten(json.dumps(state), 200)}")
+                           f"in [0, 2**32), got {shorten(json.dumps(state), 200)}")
     bit_generator = _BIT_GENERATORS[name]()
     try:
         bit_generator.state = state
     except (TypeError, ValueError, KeyError, OverflowError) as error:
-        raise reader.error(f"rng_state: not a valid {name} state: {_shorten(repr(error))}") from None
+        raise reader.error(f"rng_state: not a valid {name} state: {shorten(repr(error))}") from None
     return np.random.Generator(bit_generator)
 
 

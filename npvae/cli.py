@@ -64,6 +64,7 @@ from .models.base import Autoencoder
 from .optim import Adam
 from .priors import CategoricalPrior, MADEPrior
 from ._files import write_atomically
+from ._checks import shorten
 from .history import History
 from .train import TrainingError
 
@@ -718,14 +719,23 @@ def _clear_previous_run(run_dir: Path) -> None:
 
 def _build_model(settings: dict[str, Any], input_dim: int, labels: np.ndarray | None = None) -> Autoencoder:
     # a CVAE's memory is a VAE's plus num_classes inputs to each network: counted as a VAE's
-    parameters = checkpoint._parameter_count("AE" if settings["model"] == "ae" else "VAE", input_dim,
+    parameters = checkpoint.parameter_count("AE" if settings["model"] == "ae" else "VAE", input_dim,
                                              settings["hidden"], settings["latent_dim"])
     needed = memory_bytes(input_dim, settings["hidden"], settings["latent_dim"], rows=settings["batch_size"],
                           dtype=settings["dtype"])
+    sizes, advice = f"--latent-dim {settings['latent_dim']}", "choose smaller --hidden or --latent-dim"
+    if settings["model"] == "vqvae":
+        # the codebook (drawn in float64), its gradient, Adam's two moments and the two EMA
+        # averages, and the (batch * num_latents, num_codes) distance matrix
+        num_latents = max(1, settings["latent_dim"] // settings["code_dim"])
+        codebook = settings["num_codes"] * settings["code_dim"]
+        parameters += codebook
+        needed += 8 * (6 * codebook + settings["batch_size"] * num_latents * settings["num_codes"])
+        sizes += f", --num-codes {settings['num_codes']}, --code-dim {settings['code_dim']}"
+        advice = "choose smaller --hidden, --latent-dim or --num-codes"
     _refuse_beyond_memory(
         needed, f"training a model of {parameters:,} parameters ({settings['dtype']}, --hidden "
-                f"{' '.join(map(str, settings['hidden']))}, --latent-dim {settings['latent_dim']})",
-        "choose smaller --hidden or --latent-dim")
+                f"{' '.join(map(str, settings['hidden']))}, {sizes})", advice)
     arguments = dict(input_dim=input_dim, hidden_dims=settings["hidden"], latent_dim=settings["latent_dim"],
                      activation=settings["activation"], output=settings["output"], seed=settings["seed"],
                      dtype=settings["dtype"])
@@ -1360,7 +1370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nnpvae: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (UserError, OSError, ValueError, TypeError) as error:  # CheckpointError is a ValueError
-        print(f"npvae: error: {checkpoint._shorten(str(error), 2000)}", file=sys.stderr)
+        print(f"npvae: error: {shorten(str(error), 2000)}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if in_main_thread:

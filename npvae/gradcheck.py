@@ -97,8 +97,15 @@ def _compare(name: str, analytic: np.ndarray, numeric: np.ndarray, rtol: float, 
     )
 
 
-def _numeric_gradient(value_of: Callable[[], float], array: np.ndarray, step: float) -> np.ndarray:
-    """Central differences of value_of() with respect to each entry of ``array``, perturbed in place."""
+def numeric_gradient(value_of: Callable[[], float], array: np.ndarray, step: float) -> np.ndarray:
+    """Central differences of ``value_of()`` with respect to each entry of ``array``.
+
+    numeric[i] = (f(a + h e_i) - f(a - h e_i)) / 2h,   h = ``step``; error O(h^2) + O(1e-16 |f| / h).
+
+    ``array`` (any shape, float64) is perturbed in place, one entry at a time, and restored;
+    ``value_of`` reads it and returns the scalar f. Returns ``numeric`` shaped like ``array``.
+    Internal: callers check their inputs first.
+    """
     numeric = np.empty_like(array)
     for index in np.ndindex(array.shape):
         original = array[index]
@@ -213,7 +220,7 @@ def gradcheck(
     for name, array, grad in zip(names, inputs, grads):
         if grad.shape != array.shape:
             raise ValueError(f"fun: gradient for {name} has shape {grad.shape}, expected {array.shape}")
-        numeric = _numeric_gradient(lambda: _evaluate(fun, inputs)[0], array, step)
+        numeric = numeric_gradient(lambda: _evaluate(fun, inputs)[0], array, step)
         entries.append(_compare(name, grad, numeric, rtol, atol))
     return GradcheckReport(tuple(entries), step, rtol, atol)
 
@@ -259,8 +266,8 @@ def gradcheck_module(
     module.zero_grad()
     loss()
     analytic_x = np.array(module.backward(weights), dtype=np.float64)
-    entries = [_compare("input", analytic_x, _numeric_gradient(loss, x, step), rtol, atol)]
+    entries = [_compare("input", analytic_x, numeric_gradient(loss, x, step), rtol, atol)]
     for name, parameter in module.named_parameters():
         analytic = parameter.grad.copy()
-        entries.append(_compare(name, analytic, _numeric_gradient(loss, parameter.value, step), rtol, atol))
+        entries.append(_compare(name, analytic, numeric_gradient(loss, parameter.value, step), rtol, atol))
     return GradcheckReport(tuple(entries), step, rtol, atol)

@@ -205,7 +205,14 @@ def torch_layout_layers(model: VAE) -> list[tuple[np.ndarray, np.ndarray]]:
     return layers
 
 
-def _names_for(model: VAE, names: Any) -> tuple[str, ...]:
+def resolve_layer_names(model: VAE, names: Any) -> tuple[str, ...]:
+    """One PyTorch layer name per layer of ``model``, in forward order (encoder layers, mu,
+    logvar, decoder layers).
+
+    ``names``: None (``layer_names(model)``), ``"pytorch/examples"``, ``"seed"``, or a sequence of
+    ``len(default_names(model))`` distinct non-empty strings. TypeError for anything else,
+    ValueError for a sequence of the wrong length or with repeats.
+    """
     count = len(default_names(model))
     if names is None:
         return layer_names(model)
@@ -231,7 +238,7 @@ def to_state_dict(model: VAE, names: Sequence[str] | str | None = None) -> dict[
     torch.from_numpy(v) for k, v in state.items()})``.
     """
     _check_model(model)
-    names = _names_for(model, names)
+    names = resolve_layer_names(model, names)
     state = {}
     for name, (weight, bias) in zip(names, torch_layout_layers(model)):
         state[f"{name}.weight"], state[f"{name}.bias"] = weight, bias

@@ -103,40 +103,63 @@ def load_path(
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
-    if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-            raise TypeError(f"scale: expected a positive number or None, got {type(scale).__name__}")
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
+    scale = _checked_scale(scale)
     resize = None if resize is None else _pair("resize", resize)
     image_shape = None if image_shape is None else _pair("image_shape", image_shape)
     _checks.boolean("unit_range", unit_range)
     out_dtype = _checks.float_dtype(dtype)
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
-
     if path.is_dir():
-        if scale is not None:
-            raise ValueError(f"scale: images in a folder are always scaled to [0, 1] by their bit depth ({path})")
-        x, labels, shape, names = _read_folder(path, resize)
-        where = lambda index: f"image {names[index]}"
+        x, labels, shape, where = _load_folder(path, scale, resize)
     else:
-        if resize is not None:
-            raise ValueError(f"resize: applies to a folder of images only, not to the file {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            raw, labels, first_line = _read_csv(path)
-            where = lambda index: f"row {index + first_line}"  # the line number in the file
-        elif suffix in (".npy", ".npz"):
-            raw, labels = _read_numpy(path)
-            where = lambda index: f"image x[{index}]"
-        else:
-            raise ValueError(f"{path}: expected a .npy, .npz or .csv file or a folder of images, "
-                             f"got the suffix {path.suffix!r}")
-        x, shape = _flatten(path, raw, image_shape)
-        x = _scaled(x, scale)
+        x, labels, shape, where = _load_file(path, scale, resize, image_shape)
     x = _check_values(path, x, unit_range, where).astype(out_dtype, copy=False)
     return Dataset(x=x, labels=labels, image_shape=shape, name=str(path))
+
+
+def _checked_scale(scale: Any) -> float | None:
+    """``scale`` if it is None or a finite number > 0; TypeError or ValueError naming it otherwise."""
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+            raise TypeError(f"scale: expected a positive number or None, got {type(scale).__name__}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
+    return scale
+
+
+def _load_folder(
+    path: Path, scale: float | None, resize: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], Callable[[int], str]]:
+    """A folder of images as (x (n, h * w) in [0, 1], labels (n,), (h, w), where), ``where(i)``
+    naming image i by its file name for error messages. ``scale`` must be None: each image is
+    scaled by its own bit depth."""
+    if scale is not None:
+        raise ValueError(f"scale: images in a folder are always scaled to [0, 1] by their bit depth ({path})")
+    x, labels, shape, names = _read_folder(path, resize)
+    return x, labels, shape, lambda index: f"image {names[index]}"
+
+
+def _load_file(
+    path: Path, scale: float | None, resize: tuple[int, int] | None, image_shape: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], Callable[[int], str]]:
+    """A ``.csv``, ``.npy`` or ``.npz`` file as (x (n, h * w) = raw / scale, labels (n,), (h, w),
+    where), ``where(i)`` naming row i as the file does (a CSV line number, or ``x[i]``).
+    ``resize`` must be None: it applies to folders only."""
+    if resize is not None:
+        raise ValueError(f"resize: applies to a folder of images only, not to the file {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        raw, labels, first_line = _read_csv(path)
+        where = lambda index: f"row {index + first_line}"  # the line number in the file
+    elif suffix in (".npy", ".npz"):
+        raw, labels = _read_numpy(path)
+        where = lambda index: f"image x[{index}]"
+    else:
+        raise ValueError(f"{path}: expected a .npy, .npz or .csv file or a folder of images, "
+                         f"got the suffix {path.suffix!r}")
+    x, shape = _flatten(path, raw, image_shape)
+    return _scaled(x, scale), labels, shape, where
 
 
 def split_validation(data: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:

@@ -524,6 +524,7 @@ GIB = 1 << 30
 @pytest.mark.parametrize(("argv", "figure"), [
     (["train", "--hidden", "1000000000"], "training a model of 136,000,000,068 parameters"),
     (["train", "--latent-dim", "1000000"], "training a model of 386,"),
+    (["train", "--model", "vqvae", "--num-codes", "10000000000"], "--num-codes 10000000000"),
 ])
 def test_training_requests_that_cannot_fit_are_refused_with_the_estimate(argv, figure, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("npvae.cli.available_memory", lambda: 8 * GIB)  # a figure every CI machine can claim
