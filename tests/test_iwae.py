@@ -75,17 +75,16 @@ def test_iw_gradients_match_finite_differences(make, k: int) -> None:
 
 def test_iw_gradient_check_catches_a_planted_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # drop the -1/(2B) from d(1/2 sum logvar)/dlogvar: a plausible slip that only this term shows
-    from npvae.models import iwae
-    original = iwae._iw_loss_and_grads
+    model = VAE(INPUT_DIM, (6,), 3, activation="tanh", seed=1)
+    original = model._iw_loss_and_grads
 
-    def wrong(model, x, eps, rng, k):
-        loss = original(model, x, eps, rng, k)
+    def wrong(x, eps, rng, k):
+        loss = original(x, eps, rng, k)
         model.head.bias.grad[model.latent_dim:] += 0.5  # batch * 1/(2B) on each logvar bias
         return loss
 
-    model = VAE(INPUT_DIM, (6,), 3, activation="tanh", seed=1)
     assert check_iw_gradients(model, 4).passed
-    monkeypatch.setattr(npvae.models.vae, "_iw_loss_and_grads", wrong)
+    monkeypatch.setattr(model, "_iw_loss_and_grads", wrong)
     report = check_iw_gradients(model, 4)
     assert not report.passed
     assert [entry.name for entry in report.entries if not entry.passed] == ["head.bias"]

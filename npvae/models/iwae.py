@@ -22,62 +22,61 @@ uses the closed-form KL instead (``VAE.loss_and_grads``, the same loss, gradient
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.special
 
-if TYPE_CHECKING:
-    from .vae import VAE
-
-__all__: list[str] = []
+__all__ = ["ImportanceWeighted"]
 
 
-def _iw_loss_and_grads(model: "VAE", x: np.ndarray, eps: np.ndarray | None,
-                       rng: np.random.Generator | None, k: int) -> float:
-    """-mean L_k of the batch x (batch, input_dim), k >= 2; overwrite every grad of ``model``.
+class ImportanceWeighted:
+    """The IWAE objective as a part of ``VAE`` (a mixin: it reads the VAE's encoder, head, decoder
+    and reconstruction term through ``self``, as the VAE's own methods do)."""
 
-    ``eps`` (batch, k, latent_dim) or ``rng`` to draw it (in that shape, row-major). Leaves the
-    batch means of the weighted reconstruction sum_i w~_i recon_i in ``model.last_recon`` and of
-    the rest of the loss in ``model.last_kl`` (for k = 1 that rest would be the KL term).
-    Inputs are trusted (checked by ``VAE.iw_loss_and_grads``, or ``VAE.validate`` in the training loop).
-    """
-    batch, latent = x.shape[0], model.latent_dim
-    rows = batch * k
-    mu, logvar = model._encode(x)
-    if eps is None:
-        eps = model._buffer("iw_eps", (batch, k, latent), model.dtype)
-        rng.standard_normal(dtype=model.dtype, out=eps)
-    eps_rows = eps.reshape(rows, latent)
-    sigma = np.exp(0.5 * logvar)
-    z = model._buffer("iw_z", (rows, latent), model.dtype)
-    np.multiply(sigma[:, None, :], eps, out=z.reshape(batch, k, latent))
-    z.reshape(batch, k, latent)[...] += mu[:, None, :]
-    repeated_x = np.repeat(x, k, axis=0)
-    recon, grad_decoded = model._reconstruction_nll(model.decoder.forward(z), repeated_x)
-    # log w in float64: the weights are a softmax over k values that may differ by hundreds of nats
-    log_w = -recon.astype(np.float64)
-    log_w += 0.5 * (np.einsum("ij,ij->i", eps_rows, eps_rows, dtype=np.float64)
-                    - np.einsum("ij,ij->i", z, z, dtype=np.float64))
-    log_w = log_w.reshape(batch, k)
-    log_w += 0.5 * logvar.sum(axis=1, dtype=np.float64)[:, None]
-    log_sum = scipy.special.logsumexp(log_w, axis=1)
-    weights = np.exp(log_w - log_sum[:, None])  # w~, each row sums to 1
-    loss = float(-(log_sum - np.log(k)).mean())
+    def _iw_loss_and_grads(self, x: np.ndarray, eps: np.ndarray | None,
+                           rng: np.random.Generator | None, k: int) -> float:
+        """-mean L_k of the batch x (batch, input_dim), k >= 2; overwrite every grad of the model.
 
-    scale = (weights / batch).astype(model.dtype).reshape(rows, 1)  # dloss/drecon_i
-    grad_decoded *= scale
-    grad_z = model.decoder.backward(grad_decoded, accumulate=False)
-    grad_z += scale * z                                             # from log p(z_i) = -|z_i|^2 / 2
-    grad_stats = model._buffer("grad_stats", (batch, 2 * latent), model.dtype)
-    grad_stats[:, :latent] = grad_z.reshape(batch, k, latent).sum(axis=1)
-    grad_logvar = (grad_z * eps_rows).reshape(batch, k, latent).sum(axis=1)
-    grad_logvar *= sigma
-    grad_logvar *= 0.5
-    grad_logvar -= model.dtype.type(0.5 / batch)                    # from 1/2 sum(logvar), times sum_i w~_i
-    grad_stats[:, latent:] = grad_logvar
-    grad_hidden = model.head.backward(grad_stats, accumulate=False)
-    model.encoder.backward(grad_hidden, input_grad=False, accumulate=False)
-    model.last_recon = float((weights * recon.reshape(batch, k)).sum(axis=1).mean())
-    model.last_kl = loss - model.last_recon
-    return loss
+        ``eps`` (batch, k, latent_dim) or ``rng`` to draw it (in that shape, row-major). Leaves the
+        batch means of the weighted reconstruction sum_i w~_i recon_i in ``self.last_recon`` and of
+        the rest of the loss in ``self.last_kl`` (for k = 1 that rest would be the KL term).
+        Inputs are trusted (checked by ``VAE.iw_loss_and_grads``, or ``VAE.validate`` in the training loop).
+        """
+        batch, latent = x.shape[0], self.latent_dim
+        rows = batch * k
+        mu, logvar = self._encode(x)
+        if eps is None:
+            eps = self._buffer("iw_eps", (batch, k, latent), self.dtype)
+            rng.standard_normal(dtype=self.dtype, out=eps)
+        eps_rows = eps.reshape(rows, latent)
+        sigma = np.exp(0.5 * logvar)
+        z = self._buffer("iw_z", (rows, latent), self.dtype)
+        np.multiply(sigma[:, None, :], eps, out=z.reshape(batch, k, latent))
+        z.reshape(batch, k, latent)[...] += mu[:, None, :]
+        repeated_x = np.repeat(x, k, axis=0)
+        recon, grad_decoded = self._reconstruction_nll(self.decoder.forward(z), repeated_x)
+        # log w in float64: the weights are a softmax over k values that may differ by hundreds of nats
+        log_w = -recon.astype(np.float64)
+        log_w += 0.5 * (np.einsum("ij,ij->i", eps_rows, eps_rows, dtype=np.float64)
+                        - np.einsum("ij,ij->i", z, z, dtype=np.float64))
+        log_w = log_w.reshape(batch, k)
+        log_w += 0.5 * logvar.sum(axis=1, dtype=np.float64)[:, None]
+        log_sum = scipy.special.logsumexp(log_w, axis=1)
+        weights = np.exp(log_w - log_sum[:, None])  # w~, each row sums to 1
+        loss = float(-(log_sum - np.log(k)).mean())
+
+        scale = (weights / batch).astype(self.dtype).reshape(rows, 1)  # dloss/drecon_i
+        grad_decoded *= scale
+        grad_z = self.decoder.backward(grad_decoded, accumulate=False)
+        grad_z += scale * z                                             # from log p(z_i) = -|z_i|^2 / 2
+        grad_stats = self._buffer("grad_stats", (batch, 2 * latent), self.dtype)
+        grad_stats[:, :latent] = grad_z.reshape(batch, k, latent).sum(axis=1)
+        grad_logvar = (grad_z * eps_rows).reshape(batch, k, latent).sum(axis=1)
+        grad_logvar *= sigma
+        grad_logvar *= 0.5
+        grad_logvar -= self.dtype.type(0.5 / batch)                    # from 1/2 sum(logvar), times sum_i w~_i
+        grad_stats[:, latent:] = grad_logvar
+        grad_hidden = self.head.backward(grad_stats, accumulate=False)
+        self.encoder.backward(grad_hidden, input_grad=False, accumulate=False)
+        self.last_recon = float((weights * recon.reshape(batch, k)).sum(axis=1).mean())
+        self.last_kl = loss - self.last_recon
+        return loss

@@ -26,12 +26,12 @@ from ..losses import gaussian_kl_into
 from ..nn import Dense
 from ..reparam import Reparameterization
 from .base import Autoencoder, LossTerms, mlp
-from .iwae import _iw_loss_and_grads
+from .iwae import ImportanceWeighted
 
 __all__ = ["VAE", "LossTerms"]
 
 
-class VAE(Autoencoder):
+class VAE(ImportanceWeighted, Autoencoder):
     """Variational autoencoder with a diagonal Gaussian q(z|x) and a N(0, I) prior.
 
     Parameters
@@ -325,7 +325,7 @@ class VAE(Autoencoder):
         iw_samples = k), with exactly one of a checked ``eps`` and ``rng`` and a valid k."""
         if k == 1:
             return self.loss_and_grads_unchecked(x, None if eps is None else eps[:, 0], rng, self.beta)
-        return _iw_loss_and_grads(self, x, eps, rng, k)
+        return self._iw_loss_and_grads(x, eps, rng, k)
 
     # -- likelihood estimate ---------------------------------------------------------------------
     def log_likelihood(
