@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, datasets, train
+from . import __version__, checkpoint, datasets, threads, train
 from .activations import ACTIVATIONS
 from .models import AE, VAE
 from .models.base import Autoencoder
@@ -144,6 +144,10 @@ def _defaults_help(name: str) -> str:
     return "default: " + ", ".join(f"{shown} for {' and '.join(names)}" for shown, names in groups.items())
 
 
+_THREADS_HELP = (f"BLAS threads (default: {threads.DEFAULT_THREADS}, which does not collapse when another "
+                 "process keeps a core busy; more can be faster on a machine you have to yourself)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``npvae`` argument parser with its three subcommands."""
     parser = argparse.ArgumentParser(
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "in total, writing into DIR; other settings come from DIR/config.json")
     fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress line on stderr (default: only when stderr is a terminal)")
+    fit.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint on a data split",
@@ -231,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate on the data binarized once, each pixel 0 or 1 with its intensity as "
                                "probability (drawn from --seed), as a model trained with --binarize sees "
                                "them (default: the setting in config.json beside the checkpoint, else off)")
+    evaluate.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
 
     sample = commands.add_parser(
         "sample", help="decode z ~ N(0, I) with a checkpoint's decoder into an image grid",
@@ -488,6 +494,7 @@ def _train_command(args: argparse.Namespace) -> int:
           f"Adam lr {optimizer.lr:g}, seed {settings['seed']}"
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
           + (", dynamic binarization" if settings["binarize"] else ""))
+    print(f"  threads {threads.describe(args.threads)}")
     printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
     printer.header()
 
@@ -500,7 +507,8 @@ def _train_command(args: argparse.Namespace) -> int:
     try:
         train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
                   optimizer=optimizer, x_val=test_data.x, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
-                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress)
+                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress,
+                  threads=args.threads)
         trained = time.perf_counter() - started
         figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
     except KeyboardInterrupt:
@@ -548,12 +556,14 @@ def _eval_command(args: argparse.Namespace) -> int:
     if binarize:  # one draw, as fit(binarize=True) draws each batch
         x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
     started = time.perf_counter()
-    terms = train.evaluate(model, x, rng=rng)
+    with threads.limited(args.threads):
+        terms = train.evaluate(model, x, rng=rng)
     h, w = data.image_shape
     epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
     print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
     binarized = ", binarized (one draw)" if binarize else ""
     print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}")
+    print(f"  threads {threads.describe(args.threads)}")
     print(f"{'':<34}{'nats per example':>18}")
     if isinstance(model, VAE):
         rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),
@@ -561,7 +571,7 @@ def _eval_command(args: argparse.Namespace) -> int:
                 ("  KL(q(z|x) || N(0, I))", terms["kl"])]
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
-        log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng).mean())
+        log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng, threads=args.threads).mean())
         rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
     else:
         rows = [("reconstruction error (NLL)", terms["recon"])]

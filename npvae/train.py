@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _checks
 from . import _kernels as kernels
+from . import threads as _threads
 from .history import History
 from .models.base import Autoencoder
 from .nn import Parameter
@@ -357,6 +358,7 @@ def fit(
     history: History | None = None,
     callbacks: Iterable[Callback] = (),
     progress: bool | None = None,
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` epochs of minibatch descent; return the history.
 
@@ -401,6 +403,10 @@ def fit(
         Show a one-line progress display on stderr: None shows it only when stderr is a
         terminal. It is the only output of training (and the one place in ``npvae/`` outside
         the CLI that writes to a stream).
+    threads : int or None
+        BLAS threads for the run (``npvae.threads.limited``), restored afterwards; None uses
+        ``npvae.threads.DEFAULT_THREADS`` (1: the measurements are in ``npvae/threads.py``).
+        Results are identical for a fixed seed and thread count.
 
     Returns
     -------
@@ -436,6 +442,7 @@ def fit(
     kl_warmup_epochs = _checks.int_at_least("kl_warmup_epochs", kl_warmup_epochs, 0)
     binarize = _checks.boolean("binarize", binarize)
     progress = _checks.boolean("progress", progress, allow_none=True)
+    threads = _threads.resolve(threads)
     x_train = model.validate(x_train, name="x_train")
     if binarize and (x_train.min() < 0 or x_train.max() > 1):
         raise ValueError(
@@ -455,18 +462,19 @@ def fit(
     first_epoch, last_epoch = len(history) + 1, len(history) + epochs
     stream = _progress_stream(progress)
     display = _Progress(stream, last_epoch, loop.batches) if stream is not None else None
-    try:
-        for epoch in range(first_epoch, last_epoch + 1):
-            started = time.perf_counter()
-            recon, kl, kl_weight = loop.train(epoch, epoch == first_epoch, display)
-            loop.check_state(epoch)
-            metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch)
-            _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
+    with _threads.limited(threads):
+        try:
+            for epoch in range(first_epoch, last_epoch + 1):
+                started = time.perf_counter()
+                recon, kl, kl_weight = loop.train(epoch, epoch == first_epoch, display)
+                loop.check_state(epoch)
+                metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch)
+                _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
+                if display is not None:
+                    display.epoch(epoch, history)
+                for callback in callbacks:
+                    callback(epoch, history)
+        finally:
             if display is not None:
-                display.epoch(epoch, history)
-            for callback in callbacks:
-                callback(epoch, history)
-    finally:
-        if display is not None:
-            display.close()
+                display.close()
     return history
