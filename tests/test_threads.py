@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import npvae.cli
 from npvae import VAE, threads
 from npvae.cli import main
 from npvae.datasets import load
@@ -94,9 +95,11 @@ def test_log_likelihood_uses_the_count_and_gives_the_same_estimate():
     np.testing.assert_allclose(estimates[1], estimates[0], rtol=1e-12)
 
 
-def test_train_and_eval_headers_say_how_many_threads(tmp_path, capsys):
+def test_train_and_eval_headers_say_how_many_threads(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(npvae.cli, "_write_figures", lambda *args: [])  # figures are test_cli's
     out = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--out", str(out), "--threads", "2", "--no-progress"]) == 0
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--out", str(out), "--threads", "2",
+                 "--no-progress"]) == 0
     assert "threads 2 BLAS threads" in capsys.readouterr().out
     assert main(["eval", str(out / "model.npz"), "--iw-samples", "2"]) == 0
     assert f"threads {threads.DEFAULT_THREADS} BLAS thread" in capsys.readouterr().out
