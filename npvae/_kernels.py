@@ -213,9 +213,39 @@ def _softplus_row_parts(logits: np.ndarray, work: np.ndarray, scratch: np.ndarra
     _matvec(work, ones, out=positive_part, alpha=0.5, beta=1.0)
     np.negative(work, out=work)
     np.exp(work, out=work)
-    np.log1p(work, out=scratch)
+    if scratch is work and logits.dtype == np.float32:  # _log1p_fast needs e kept apart from its output
+        scratch = _scratch(logits.shape, logits.dtype, "log1p")
+    _log1p_fast(work, out=scratch)
     _matvec(scratch, ones, out=log1p_part)
     return positive_part, log1p_part
+
+
+def _log1p_fast(e: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """log(1 + e) for 0 <= e <= 1, into ``out`` (which must not be ``e`` in float32).
+
+    float64: np.log1p. float32: np.log1p is not vectorised there (on AVX2 ~4 times slower than
+    a log), so with u = fl(1 + e) and d = (u - 1) - e, the rounding error of 1 + e (both
+    subtractions exact: 1 <= u <= 2 and u - 1 is within a factor 2 of e, or 0),
+        log(1 + e) = log(u - d) = log(u) - d / u + O((d / u)^2),   |d| <= 2^-24
+    within 4 ulps of the exact value (tests/test_kernels.py; np.log1p: 1 ulp), in six fast passes.
+    """
+    if e.dtype != np.float32:
+        return np.log1p(e, out=out)
+    correction = _scratch(e.shape, e.dtype, "correction")
+    np.add(e, 1, out=out)  # u
+    np.subtract(out, 1, out=correction)
+    correction -= e  # d
+    correction /= out
+    np.log(out, out=out)
+    out -= correction
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _scratch(shape: tuple[int, ...], dtype: np.dtype, purpose: str) -> np.ndarray:
+    """A scratch array for ``purpose``, kept for the next call of the same shape (the fast kernels
+    allocate nothing per step: a new array of a batch's size would be new pages each time)."""
+    return np.empty(shape, dtype=dtype)
 
 
 def _bce_with_logits_fast(
