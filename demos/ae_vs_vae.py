@@ -34,13 +34,20 @@ def main():
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None, help="default: 100 for digits, 10 for MNIST")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory with the MNIST / Fashion-MNIST IDX files (default: $NPVAE_DATA/<data>, $NPVAE_MNIST_DIR for MNIST, else ~/.cache/npvae/<data>)")
     parser.add_argument("--out", type=Path, default=Path("demos_out/ae_vs_vae"))
     args = parser.parse_args()
     hidden, epochs, lr = SETTINGS[args.data]
     epochs = args.epochs or epochs
 
-    train = npvae.datasets.load(args.data, "train")
-    test = npvae.datasets.load(args.data, "test")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no such directory")
+    try:
+        train = npvae.datasets.load(args.data, "train", args.data_dir)
+        test = npvae.datasets.load(args.data, "test", args.data_dir)
+    except OSError as error:  # files missing and not downloadable, or unreadable
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     shape = train.image_shape
     print(f"{args.data}: {train.x.shape[0]} training and {test.x.shape[0]} test images of {shape[0]}x{shape[1]}")
     print(f"both models: {train.x.shape[1]} -> {hidden} -> {args.latent_dim} -> {hidden[::-1]} -> "

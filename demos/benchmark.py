@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads (default 2)")
     parser.add_argument("--data", choices=("mnist", "random"), default="mnist",
                         help="MNIST (falls back to random data if its files are absent) or random")
-    parser.add_argument("--data-dir", default=os.environ.get("NPVAE_MNIST_DIR"),
-                        help="directory with the MNIST IDX files (default: $NPVAE_MNIST_DIR, "
+    parser.add_argument("--data-dir", default=None,
+                        help="directory with the MNIST IDX files (default: $NPVAE_DATA/mnist, $NPVAE_MNIST_DIR, "
                              "else npvae's download cache; nothing is downloaded)")
     parser.add_argument("--skip-torch", action="store_true", help="do not time PyTorch")
     parser.add_argument("--skip-iwae", action="store_true", help="do not time log_likelihood")

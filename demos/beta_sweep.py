@@ -35,13 +35,20 @@ def main():
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None, help="per run; default: 60 for digits, 5 for MNIST")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory with the MNIST / Fashion-MNIST IDX files (default: $NPVAE_DATA/<data>, $NPVAE_MNIST_DIR for MNIST, else ~/.cache/npvae/<data>)")
     parser.add_argument("--out", type=Path, default=Path("demos_out/beta_sweep"))
     args = parser.parse_args()
     hidden, epochs, lr = SETTINGS[args.data]
     epochs = args.epochs or epochs
 
-    train = npvae.datasets.load(args.data, "train")
-    test = npvae.datasets.load(args.data, "test")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no such directory")
+    try:
+        train = npvae.datasets.load(args.data, "train", args.data_dir)
+        test = npvae.datasets.load(args.data, "test", args.data_dir)
+    except OSError as error:  # files missing and not downloadable, or unreadable
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     print(f"VAE {train.x.shape[1]} -> {hidden} -> {args.latent_dim} on {args.data}, {epochs} epochs per beta, "
           f"Adam lr {lr:g}, batch 128, seed {args.seed}\n")
     print(f"{'beta':>6}{'recon':>9}{'KL':>8}{'recon + KL':>12}{'active dims':>13}{'seconds':>9}")

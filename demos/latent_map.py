@@ -33,13 +33,20 @@ def main():
     parser.add_argument("--data", choices=list(SETTINGS), default="digits")
     parser.add_argument("--epochs", type=int, default=None, help="default: 150 for digits, 10 for MNIST")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory with the MNIST / Fashion-MNIST IDX files (default: $NPVAE_DATA/<data>, $NPVAE_MNIST_DIR for MNIST, else ~/.cache/npvae/<data>)")
     parser.add_argument("--out", type=Path, default=Path("demos_out/latent_map"))
     args = parser.parse_args()
     hidden, epochs, lr = SETTINGS[args.data]
     epochs = args.epochs or epochs
 
-    train = npvae.datasets.load(args.data, "train")
-    test = npvae.datasets.load(args.data, "test")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no such directory")
+    try:
+        train = npvae.datasets.load(args.data, "train", args.data_dir)
+        test = npvae.datasets.load(args.data, "test", args.data_dir)
+    except OSError as error:  # files missing and not downloadable, or unreadable
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     model = npvae.VAE(train.x.shape[1], hidden, latent_dim=2, seed=args.seed, dtype=np.float32)
     print(f"VAE {train.x.shape[1]} -> {hidden} -> z in R^2 on {args.data}: {epochs} epochs, "
           f"Adam lr {lr:g}, batch 128, seed {args.seed}")

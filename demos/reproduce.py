@@ -15,7 +15,8 @@
 
 Run ``python demos/reproduce.py`` for the full reproduction (about 40 minutes on 2 cores),
 ``--quick`` for a check that everything runs (under a minute), ``--help`` for the options.
-MNIST is read from ``--data-dir``, else ``$NPVAE_MNIST_DIR``, else npvae's download cache.
+MNIST is read from ``--data-dir``, else where ``npvae.datasets.load`` looks (``$NPVAE_MNIST_DIR``,
+else ``$NPVAE_DATA/mnist``, else npvae's download cache).
 """
 
 from __future__ import annotations
@@ -416,7 +417,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--part", choices=("examples", "iwae", "all"), default="all")
     parser.add_argument("--data-dir", default=None,
-                        help="directory of the MNIST IDX files (default: $NPVAE_MNIST_DIR, else npvae's cache)")
+                        help="directory of the MNIST IDX files (default: $NPVAE_MNIST_DIR, else $NPVAE_DATA/mnist, "
+                             "else npvae's cache)")
     parser.add_argument("--epochs-examples", type=int, default=10, help="epochs of the pytorch/examples VAE")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--iwae-minutes", type=float, default=30.0,
@@ -448,7 +450,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    data_dir = args.data_dir or os.environ.get("NPVAE_MNIST_DIR") or None
+    data_dir = args.data_dir or None  # None: npvae.datasets' rule, $NPVAE_MNIST_DIR included
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -36,12 +36,19 @@ def main():
     parser.add_argument("--data", choices=["digits", "mnist", "fashion-mnist"], default="digits")
     parser.add_argument("--epochs", type=int, default=None, help="default: 150 for digits, 10 for MNIST")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory with the MNIST / Fashion-MNIST IDX files (default: $NPVAE_DATA/<data>, $NPVAE_MNIST_DIR for MNIST, else ~/.cache/npvae/<data>)")
     parser.add_argument("--out", type=Path, default=Path("demos_out/seed_vae"))
     args = parser.parse_args()
     epochs = args.epochs or (150 if args.data == "digits" else 10)
 
-    train = npvae.datasets.load(args.data, "train")
-    test = npvae.datasets.load(args.data, "test")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no such directory")
+    try:
+        train = npvae.datasets.load(args.data, "train", args.data_dir)
+        test = npvae.datasets.load(args.data, "test", args.data_dir)
+    except OSError as error:  # files missing and not downloadable, or unreadable
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     input_dim = train.x.shape[1]
     print(f"The seed's VAE expects input_dim=256 (16x16 images); {args.data} images are "
           f"{train.image_shape[0]}x{train.image_shape[1]}, so input_dim={input_dim}.")

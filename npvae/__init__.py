@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 import sys
 
 from . import _kernels as kernels
-from . import datasets
+from . import check, datasets, interop
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
@@ -35,6 +35,7 @@ __all__ = [
     "AE", "Adam", "Checkpoint", "CheckpointError", "Dense", "GradcheckReport", "History",
     "Identity", "LeakyReLU", "LossTerms", "Module", "Parameter", "ReLU", "Reparameterization",
     "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
-    "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
-    "gradcheck_module", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error", "__version__",
+    "check", "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
+    "gradcheck_module", "interop", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error",
+    "__version__",
 ]

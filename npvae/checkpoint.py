@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._memory import available_memory, format_bytes
 from .models import AE, VAE
 from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
@@ -56,6 +57,40 @@ _OPTIM_PREFIX = "optim/"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 _REQUIRED = ("format_version", "contents", "model_class", "model_config")
 _OPTIONAL_GROUPS = (("optimizer_class", "optimizer_config"), ("history",), ("rng_bit_generator", "rng_state"))
+_INDEX_MEMBERS = ("format_version", "contents")
+# Limits checked before anything large is read or built. A checkpoint npvae writes holds a few
+# dozen members; its texts (configs, generator state) are a few hundred characters, its history
+# about 150 characters per epoch.
+MAX_MEMBERS = 10_000
+MAX_INDEX_BYTES = 1 << 20  # format_version and contents, as stored (contents: 4 bytes per character)
+MAX_JSON_CHARS = 1 << 24
+MAX_CONFIG_CHARS = 1 << 16  # model_config: a 1,000-layer config is about 7,000 characters
+MAX_LAYERS = 1000
+MAX_MESSAGE_CHARS = 300
+
+
+def _shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text``, cut in the middle to ``limit`` characters, so that an error message stays short."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+def _parameter_count(class_name: str, input_dim: int, hidden_dims: list[int], latent_dim: int) -> int:
+    """Number of parameter entries of ``AE`` or ``VAE`` with these sizes (Dense(a, b): a * b + b),
+    computed without building the model.
+
+    AE: encoder input -> hidden... -> latent, decoder latent -> reversed hidden... -> input.
+    VAE: encoder input -> hidden..., head -> 2 * latent (mu and logvar), the same decoder.
+    """
+    def chain(sizes: list[int]) -> int:
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    decoder = chain([latent_dim, *reversed(hidden_dims), input_dim])
+    if class_name == "VAE":
+        return chain([input_dim, *hidden_dims, 2 * latent_dim]) + decoder
+    return chain([input_dim, *hidden_dims, latent_dim]) + decoder
 
 
 class CheckpointError(ValueError):
@@ -167,6 +202,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every member of the npz at ``path``, read in full (so that CRC checks run) without pickle."""
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
+    if not path.is_file():  # a FIFO would block the open below; a device could be endless
+        raise CheckpointError(f"{path}: not a regular file")
     with open(path, "rb") as file:
         magic = file.read(4)
     if magic not in _ZIP_MAGICS:
@@ -176,11 +213,12 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         # can shift the data without reaching the end where zipfile checks the CRC: check
         # every member's CRC over its full length first.
         with zipfile.ZipFile(path) as archive:
+            _check_members(path, archive)
             damaged = archive.testzip()
         if damaged is None:
             with np.load(path, allow_pickle=False) as archive:
                 return {name: archive[name] for name in archive.files}
-    except (PermissionError, IsADirectoryError):
+    except (PermissionError, IsADirectoryError, CheckpointError):
         raise
     except Exception as error:
         # A damaged archive fails in many places (zipfile: BadZipFile, NotImplementedError for
@@ -189,6 +227,36 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         # "not a readable checkpoint", and nothing else runs inside this block.
         raise CheckpointError(f"{path}: not a readable npz checkpoint (truncated or corrupted?): {error!r}") from error
     raise CheckpointError(f"{path}: not a readable npz checkpoint: member {damaged!r} is corrupted (CRC mismatch)")
+
+
+def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
+    """From the zip directory, before any large member is decompressed: the members are uniquely
+    named npy files and not too many, the index members are small, no member is missing from
+    ``contents``, and the declared sizes fit in memory."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise CheckpointError(f"{path}: {len(infos):,} members, more than the {MAX_MEMBERS:,} a checkpoint can hold")
+    names = [info.filename[:-4] for info in infos if info.filename.endswith(".npy")]
+    if len(names) != len(infos) or len(set(names)) != len(names):
+        raise CheckpointError(f"{path}: not an npz checkpoint (its members are not uniquely named .npy arrays)")
+    sizes = {name: info.file_size for name, info in zip(names, infos)}
+    for name in _INDEX_MEMBERS:
+        if sizes.get(name, 0) > MAX_INDEX_BYTES:
+            raise CheckpointError(f"{path}: {name} declares {format_bytes(sizes[name])}, more than the "
+                                  f"{format_bytes(MAX_INDEX_BYTES)} the index of a checkpoint takes")
+    if "contents" in sizes:
+        with archive.open("contents.npy") as member:
+            contents = np.lib.format.read_array(member, allow_pickle=False)
+        if contents.dtype.kind == "U" and contents.ndim == 1:
+            unlisted = sorted(set(names) - {*_INDEX_MEMBERS, *contents.tolist()})
+            if unlisted:
+                raise CheckpointError(f"{path}: unlisted arrays {_shorten(str(unlisted))} (the file is "
+                                      "damaged or was edited); none of them was read")
+    declared = sum(sizes.values())
+    available = available_memory()
+    if available is not None and declared > available:
+        raise CheckpointError(f"{path}: its arrays declare {format_bytes(declared)} in all, more than the "
+                              f"{format_bytes(available)} of memory available")
 
 
 class _Reader:
@@ -207,11 +275,16 @@ class _Reader:
             raise self.error(f"{name}: expected a 0-d string array, got dtype {array.dtype} shape {array.shape}")
         return str(array[()])
 
-    def json(self, name: str) -> Any:
+    def json(self, name: str, max_chars: int = MAX_JSON_CHARS) -> Any:
+        text = self.text(name)
+        if len(text) > max_chars:
+            raise self.error(f"{name}: {len(text):,} characters of JSON, more than the {max_chars:,} it may hold")
         try:
-            return json.loads(self.text(name))
+            return json.loads(text)
         except json.JSONDecodeError as error:
             raise self.error(f"{name}: not valid JSON: {error}") from None
+        except RecursionError:
+            raise self.error(f"{name}: JSON nested too deeply to read") from None
 
     def group(self, prefix: str) -> dict[str, np.ndarray]:
         return {name[len(prefix):]: array for name, array in self.arrays.items() if name.startswith(prefix)}
@@ -261,13 +334,14 @@ def _read_model(reader: _Reader) -> Autoencoder:
     class_name = reader.text("model_class")
     if class_name not in _MODEL_CLASSES:
         raise reader.error(f"model_class: expected one of {sorted(_MODEL_CLASSES)}, got {class_name!r}")
-    config = reader.json("model_config")
+    config = reader.json("model_config", MAX_CONFIG_CHARS)
     if not isinstance(config, dict):
         raise reader.error(f"model_config: expected a JSON object, got {type(config).__name__}")
+    _check_model_size(reader, class_name, config)
     try:
         model = _MODEL_CLASSES[class_name](**config)
     except (TypeError, ValueError) as error:
-        raise reader.error(f"model_config: cannot build {class_name}({config}): {error}") from None
+        raise reader.error(_shorten(f"model_config: cannot build {class_name}({config}): {error}")) from None
     state = reader.group(_PARAM_PREFIX)
     for name, array in state.items():
         if array.dtype != model.dtype:
@@ -277,8 +351,29 @@ def _read_model(reader: _Reader) -> Autoencoder:
     try:
         model.load_state_dict(state)
     except (TypeError, ValueError) as error:
-        raise reader.error(f"parameters do not fit {class_name}({config}): {error}") from None
+        raise reader.error(_shorten(f"parameters do not fit {class_name}({config}): {error}")) from None
     return model
+
+
+def _check_model_size(reader: _Reader, class_name: str, config: dict[str, Any]) -> None:
+    """Before the model is built: at most MAX_LAYERS hidden layers, and not more than twice the
+    parameter entries the file stores (plus 10,000), so that a config claiming ``input_dim: 1e9``
+    allocates nothing; load_state_dict then names any array that does not fit. Sizes that are
+    not positive integers are left to the constructor's checks."""
+    hidden = config.get("hidden_dims")
+    if isinstance(hidden, list) and len(hidden) > MAX_LAYERS:
+        raise reader.error(f"model_config: {len(hidden):,} hidden layers, more than {MAX_LAYERS:,}")
+    sizes = [config.get("input_dim"), config.get("latent_dim"), *(hidden if isinstance(hidden, list) else [None])]
+    if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in sizes):
+        return
+    expected = _parameter_count(class_name, config["input_dim"], hidden, config["latent_dim"])
+    stored = sum(array.size for array in reader.group(_PARAM_PREFIX).values())
+    if expected > 2 * stored + 10_000:
+        raise reader.error(
+            f"model_config: input_dim {config['input_dim']}, hidden_dims {_shorten(str(hidden), 80)} and "
+            f"latent_dim {config['latent_dim']} make {expected:,} parameter entries, but the file stores only {stored:,}: "
+            "refusing to build a model the file cannot fill"
+        )
 
 
 def _read_optimizer(reader: _Reader, model: Autoencoder) -> Optimizer | None:
@@ -324,16 +419,28 @@ def _read_rng(reader: _Reader) -> np.random.Generator | None:
     state = reader.json("rng_state")
     if not isinstance(state, dict) or state.get("bit_generator") != name:
         raise reader.error(f"rng_state: expected the state of a {name} bit generator")
+    inner = state.get("state")
+    fields = (inner.get("state"), inner.get("inc"), state.get("uinteger")) if isinstance(inner, dict) else (None,)
+    if (not all(isinstance(value, int) and not isinstance(value, bool) for value in fields)
+            or not (0 <= fields[0] < 2**128 and 0 <= fields[1] < 2**128 and 0 <= fields[2] < 2**32)
+            or state.get("has_uint32") not in (0, 1)):
+        raise reader.error(f"rng_state: not a valid {name} state: expected state and inc in [0, 2**128), has_uint32 "
+                           f"0 or 1 and uinteger "
+                           f"in [0, 2**32), got {_shorten(json.dumps(state), 200)}")
     bit_generator = _BIT_GENERATORS[name]()
     try:
         bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as error:
-        raise reader.error(f"rng_state: not a valid {name} state: {error!r}") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        raise reader.error(f"rng_state: not a valid {name} state: {_shorten(repr(error))}") from None
     return np.random.Generator(bit_generator)
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, *, training_state: bool = True) -> Checkpoint:
     """Read a checkpoint written by :func:`save`.
+
+    With ``training_state=False`` the optimizer and the generator are not read (both are None):
+    evaluating or sampling a model neither needs them nor fails on them. The layout, the model
+    and the history are checked as always.
 
     Returns
     -------
@@ -356,12 +463,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         NaN or inf.
     """
     path = file_path(path)
+    if not isinstance(training_state, (bool, np.bool_)):
+        raise TypeError(f"training_state: expected True or False, got {training_state!r}")
     reader = _Reader(path, _read_arrays(path))
     version = _check_layout(reader)
     model = _read_model(reader)
+    if not training_state:
+        return Checkpoint(model, None, _read_history(reader), None, version)
     return Checkpoint(model, _read_optimizer(reader, model), _read_history(reader), _read_rng(reader), version)
 
 
 def load(path: str | os.PathLike) -> Autoencoder:
-    """The model of the checkpoint at ``path`` (see :func:`load_checkpoint`, which checks the whole file)."""
-    return load_checkpoint(path).model
+    """The model of the checkpoint at ``path`` (see :func:`load_checkpoint`; the optimizer and the
+    generator are not read)."""
+    return load_checkpoint(path, training_state=False).model

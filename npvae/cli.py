@@ -5,25 +5,42 @@
     npvae train --resume runs/vae-digits-...      continue a stopped run to its --epochs, to the bit
     npvae eval runs/vae-digits-.../model.npz      test-set negative ELBO, its terms, IWAE log p(x)
     npvae sample runs/vae-digits-.../model.npz    a grid of images decoded from z ~ N(0, I)
+    npvae plot runs/vae-digits-...                redraw a run's figures from its files
 
 A training run writes into one directory: ``model.npz`` (a checkpoint of the model, the Adam
 state, the history and the random generator, replaced atomically after every epoch),
 ``history.csv``, ``config.json`` (the settings, which ``--resume`` reuses) and the figures.
 Because the checkpoint holds the generator's state, a run stopped after epoch k (Ctrl-C) and
-resumed ends with exactly the parameters of a run that was never stopped.
+resumed ends with exactly the parameters of a run that was never stopped. ``--resume`` also
+finishes what a stopped run left undone (history.csv, figures) and starts a run stopped before
+its first checkpoint. While a command writes into a run directory it holds ``.npvae.lock`` there
+(its PID), so that two processes never write one run; a lock whose process is gone is taken over.
+
+Data: ``--data-dir DIR`` (the directory holding the MNIST / Fashion-MNIST IDX files), else the
+cache ``$NPVAE_DATA/<data>`` (default ``~/.cache/npvae/<data>``); ``$NPVAE_MNIST_DIR`` is an alias
+for the MNIST directory (see :mod:`npvae.datasets`). A ``--data-dir`` that does not exist is an
+error. ``eval`` and ``plot`` use the directory recorded in the run's ``config.json``.
 
 Exit status: 0 success, 1 an error in the input (a missing or corrupt file, data that does not
 fit the model, a refused output directory) or a diverged run, 2 invalid command-line arguments,
-130 interrupted (Ctrl-C). Errors are printed on stderr as ``npvae: error: ...``, without a traceback.
-This module is the only part of npvae that prints, apart from ``fit``'s optional progress line (stderr).
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM; the last checkpoint is kept as for Ctrl-C).
+Requests that cannot fit in memory (or, for ``eval --iw-samples``, cannot finish in a day) are
+refused before anything is allocated, with the estimate. Errors are printed on stderr as
+``npvae: error: ...``, without a traceback. This module is the only part of npvae that prints,
+apart from ``fit``'s optional progress line (stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -33,8 +50,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, datasets, threads, train
+from ._memory import available_memory, format_bytes
 from .activations import ACTIVATIONS
-from .models import AE, VAE
+from .models import AE, VAE, memory_bytes
 from .models.base import Autoencoder
 from .optim import Adam
 from ._files import write_atomically
@@ -46,10 +64,22 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 MODEL_FILE = "model.npz"
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".npvae.lock"
+FIGURE_FILES = ("reconstructions.png", "samples.png", "manifold.png", "latent.png", "interpolation.png",
+                "history.png")
+RUN_FILES = (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, *FIGURE_FILES)
+# write_atomically's temp names for the run's own files: .model.npz.<32 hex digits>.tmp
+_TEMP_NAME = re.compile(r"\.(?P<name>[^/]+)\.[0-9a-f]{32}\.tmp")
+MAX_CONFIG_BYTES = 1 << 16  # a config.json npvae writes is about 400 bytes
+# eval refuses an IWAE estimate whose n * k decoder rows would take longer than a day at the rate
+# a short timed probe of the decoder measures on this machine
+MAX_EVAL_SECONDS = 24 * 3600
+PROBE_ROWS = 4096
 
 # Settings of ``npvae train`` that do not depend on the data set.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -85,6 +115,10 @@ INTERPOLATION_STEPS = 10
 
 class UserError(Exception):
     """A problem with what the user asked for; main prints the message and exits with status 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler that main installs, so that SIGTERM takes Ctrl-C's path."""
 
 
 # -- argument types ------------------------------------------------------------------------------
@@ -204,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output directory; it must be new or empty unless --force "
                           "(default: a new runs/<model>-<data>-<YYYYmmdd-HHMMSS>)")
     fit.add_argument("--force", action="store_true",
-                     help="write into an existing non-empty --out, replacing an earlier run's files")
+                     help="write into an existing non-empty --out, removing an earlier run's files "
+                          "(checkpoint, history, config, figures) first")
     fit.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the run in DIR (its model.npz and config.json) to --epochs epochs "
                           "in total, writing into DIR; other settings come from DIR/config.json")
@@ -246,21 +281,33 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=_sample_command)
     sample.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by npvae train")
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: %(default)s)")
-    sample.add_argument("--out", default="samples.png", metavar="PNG",
-                        help="where to write the grid (default: %(default)s; replaced if it exists)")
+    sample.add_argument("--out", default=None, metavar="PNG",
+                        help="where to write the grid (default: samples-n<N>-seed<S>.png beside the checkpoint)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seed of the codes z (default: %(default)s)")
+    sample.add_argument("--force", action="store_true", help="replace the PNG if it exists")
+
+    plot = commands.add_parser(
+        "plot", help="redraw a run's figures from its checkpoint and config.json",
+        description="Redraw every figure of a training run (reconstructions, samples, manifold, latent "
+                    "codes, interpolation, history) from RUN/model.npz and RUN/config.json, as train "
+                    "draws them; also rewrites RUN/history.csv from the checkpoint.",
+    )
+    plot.set_defaults(handler=_plot_command)
+    plot.add_argument("run", metavar="RUN", help="a directory written by npvae train")
+    plot.add_argument("--data-dir", default=None, metavar="PATH",
+                      help="directory with the MNIST / Fashion-MNIST IDX files (default: the one in RUN/config.json)")
     return parser
 
 
 # -- helpers shared by the commands ---------------------------------------------------------------
-def _load_checkpoint(path_text: str) -> checkpoint.Checkpoint:
+def _load_checkpoint(path_text: str, training_state: bool = True) -> checkpoint.Checkpoint:
     path = Path(path_text)
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise UserError(f"checkpoint is not a file: {path}")
-    return checkpoint.load_checkpoint(path)
+    return checkpoint.load_checkpoint(path, training_state=training_state)
 
 
 def _image_shape_for(input_dim: int) -> tuple[int, int]:
@@ -291,14 +338,19 @@ def _describe(model: Autoencoder) -> str:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path} not found: --resume needs a directory written by npvae train") from None
+    if not path.exists():
+        raise UserError(f"{path} not found: --resume needs a directory written by npvae train")
+    if not path.is_file():  # a FIFO would block read_text forever
+        raise UserError(f"{path} is not a regular file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} of a config npvae writes")
+    text = path.read_text(encoding="utf-8")
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read") from None
     missing = [name for name in TRAIN_SETTINGS if not isinstance(config, dict) or name not in config]
     if missing:
         raise UserError(f"{path}: missing settings {missing}")
@@ -308,6 +360,107 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _write_config(path: Path, settings: dict[str, Any]) -> None:
     data = (json.dumps({**settings, "npvae_version": __version__}, indent=2) + "\n").encode("utf-8")
     write_atomically(path, lambda file: file.write(data))
+
+
+def _check_data_dir(data_dir: str | None) -> None:
+    """A --data-dir must exist: a typo must not create a directory and start a download into it."""
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise UserError(f"--data-dir {data_dir}: no such directory (give the directory that holds the IDX files, "
+                        "or leave --data-dir out to use the cache)")
+
+
+def _load_data(name: str, split: str, data_dir: str | None, dtype: Any) -> datasets.Dataset:
+    """datasets.load, its errors said in the command line's words."""
+    try:
+        return datasets.load(name, split, data_dir, dtype=dtype)
+    except datasets.DownloadError as error:
+        raise UserError(str(error).replace(datasets.DATA_DIR_HINT, "give --data-dir DIR for a directory that "
+                                           "holds them")) from None
+
+
+def _refuse_beyond_memory(needed: float, what: str, advice: str) -> None:
+    """UserError if ``needed`` bytes exceed the memory available (nothing is refused where it is unknown)."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"{what} needs about {format_bytes(needed)}, more than the {format_bytes(available)} "
+                        f"of memory available: {advice}")
+
+
+# -- the run directory: lock, stale files -------------------------------------------------------------
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return True
+
+
+class RunLock:
+    """``RUN/.npvae.lock``, holding the PID of the one process that writes the run.
+
+    Taken by linking a complete temp file to the lock name (atomic, fails if it exists), so the
+    lock never exists half-written. A lock whose PID is not a live process (a run killed with
+    ``kill -9``) is stale and taken over; a live one refuses with a UserError.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.held = False
+
+    def __enter__(self) -> "RunLock":
+        mine = f"{os.getpid()}\n"
+        for _ in range(3):
+            temp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+            temp.write_text(mine)
+            try:
+                os.link(temp, self.path)
+            except FileExistsError:
+                pass
+            else:
+                self.held = True
+                return self
+            finally:
+                temp.unlink(missing_ok=True)
+            try:
+                holder = int(self.path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                holder = 0
+            if holder and _process_alive(holder):
+                raise UserError(f"{self.path.parent} is being written by another npvae process (PID {holder}); wait "
+                                f"for it to finish, or if no npvae runs there, remove {self.path}")
+            self.path.unlink(missing_ok=True)  # stale: its process is gone
+        raise UserError(f"could not take the lock {self.path}: another process keeps taking it")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.held:
+            try:
+                if self.path.read_text() == f"{os.getpid()}\n":
+                    self.path.unlink()
+            except OSError:
+                pass
+            self.held = False
+
+
+def _remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the temp files write_atomically left for the run's own files (a run killed while
+    saving); nothing else is touched. Call only with the run's lock held."""
+    removed = []
+    for path in run_dir.iterdir():
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match and match["name"] in RUN_FILES and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _figure_names(model: Autoencoder) -> list[str]:
+    return [name for name in FIGURE_FILES if name != "manifold.png" or model.latent_dim == 2]
 
 
 # -- npvae train ------------------------------------------------------------------------------------
@@ -343,8 +496,24 @@ def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return {name: given.get(name, saved[name]) for name in TRAIN_SETTINGS}
 
 
-def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path:
-    """Create the run directory: the given one (new or empty, or any with --force), or a new one."""
+def _check_config_matches(settings: dict[str, Any], model: Autoencoder, config_path: Path, model_path: Path) -> None:
+    """config.json must describe the checkpoint's model: a resume continues that model, and would
+    otherwise rewrite config.json with settings that are not the model's."""
+    config = model.config()
+    expected = {"model": "vae" if isinstance(model, VAE) else "ae", "hidden": list(config["hidden_dims"]),
+                "latent_dim": config["latent_dim"], "activation": config["activation"],
+                "dtype": config["dtype"], "seed": config["seed"]}
+    if isinstance(model, VAE):
+        expected["beta"] = config["beta"]
+    differ = [f"{name} {settings[name]!r} vs {value!r}" for name, value in expected.items() if settings[name] != value]
+    if differ:
+        raise UserError(f"{config_path} does not describe the model in {model_path} ({'; '.join(differ)}): "
+                        "the directory mixes two runs; start a new run or restore the run's config.json")
+
+
+def _check_out(out: str | None, force: bool) -> None:
+    """--out must be new or empty, or any directory with --force (it is created later, once the
+    data and the model are known to fit)."""
     if out is not None:
         path = Path(out)
         if path.exists() and not path.is_dir():
@@ -352,10 +521,13 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
         if path.is_dir() and any(path.iterdir()) and not force:
             raise UserError(f"--out {path} exists and is not empty: choose a new directory, "
                             f"or add --force to write into it, or continue it with --resume {path}")
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in (MODEL_FILE, HISTORY_FILE):  # so that no earlier run's checkpoint passes for this one's
-            (path / stale).unlink(missing_ok=True)
-        return path
+
+
+def _create_out(out: str | None, settings: dict[str, Any]) -> Path:
+    """The checked --out, created if new, or a new runs/<model>-<data>-<time> directory."""
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
     stem = f"{settings['model']}-{settings['data']}-{datetime.now():%Y%m%d-%H%M%S}"
     Path("runs").mkdir(exist_ok=True)
     for attempt in range(1, 1000):
@@ -368,7 +540,23 @@ def _prepare_out(out: str | None, force: bool, settings: dict[str, Any]) -> Path
     raise UserError(f"could not create a new directory runs/{stem}-N: remove old runs or give --out")
 
 
+def _clear_previous_run(run_dir: Path) -> None:
+    """--force: remove what an earlier run wrote here (checkpoint, history, config, figures, their
+    temp files), so that none of it passes for this run's. Other files are left alone."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    _remove_stale_temps(run_dir)
+
+
 def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
+    parameters = checkpoint._parameter_count("VAE" if settings["model"] == "vae" else "AE", input_dim,
+                                             settings["hidden"], settings["latent_dim"])
+    needed = memory_bytes(input_dim, settings["hidden"], settings["latent_dim"], rows=settings["batch_size"],
+                          dtype=settings["dtype"])
+    _refuse_beyond_memory(
+        needed, f"training a model of {parameters:,} parameters ({settings['dtype']}, --hidden "
+                f"{' '.join(map(str, settings['hidden']))}, --latent-dim {settings['latent_dim']})",
+        "choose smaller --hidden or --latent-dim")
     arguments = dict(input_dim=input_dim, hidden_dims=settings["hidden"], latent_dim=settings["latent_dim"],
                      activation=settings["activation"], seed=settings["seed"], dtype=settings["dtype"])
     if settings["model"] == "vae":
@@ -442,45 +630,96 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
     return paths
 
 
-def _report_interrupt(model_path: Path, csv_path: Path, run_dir: Path) -> int:
-    """After Ctrl-C: sync history.csv with the last checkpoint and say how to resume."""
+def _report_interrupt(model_path: Path, csv_path: Path, run_dir: Path, epochs: int, signal_exit: int) -> int:
+    """After Ctrl-C or SIGTERM: sync history.csv with the last checkpoint and say how to go on."""
+    what = "terminated (SIGTERM)" if signal_exit == EXIT_TERMINATED else "interrupted"
     if not model_path.exists():
-        print("\nnpvae: interrupted before the first epoch finished; no checkpoint was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    saved = checkpoint.load_checkpoint(model_path)
+        print(f"\nnpvae: {what} before the first epoch finished; no checkpoint was written; "
+              f"start again with: npvae train --resume {run_dir}", file=sys.stderr)
+        return signal_exit
+    saved = checkpoint.load_checkpoint(model_path, training_state=False)
     saved.history.to_csv(csv_path)
-    print(f"\nnpvae: interrupted; the checkpoint of epoch {len(saved.history)} is {model_path}\n"
-          f"resume with: npvae train --resume {run_dir}", file=sys.stderr)
-    return EXIT_INTERRUPTED
+    if len(saved.history) >= epochs:
+        print(f"\nnpvae: {what} while drawing the figures; the checkpoint of epoch {len(saved.history)} is "
+              f"{model_path}\nfinish with: npvae plot {run_dir}", file=sys.stderr)
+    else:
+        print(f"\nnpvae: {what}; the checkpoint of epoch {len(saved.history)} is {model_path}\n"
+              f"resume with: npvae train --resume {run_dir}", file=sys.stderr)
+    return signal_exit
+
+
+def _finish_run(run_dir: Path, model: Autoencoder, history: History, settings: dict[str, Any]) -> list[Path]:
+    """history.csv and every figure of a finished run whose figures are missing (stopped while
+    drawing them); returns what was written, nothing when nothing was missing."""
+    csv_path = run_dir / HISTORY_FILE
+    missing = [name for name in _figure_names(model) if not (run_dir / name).is_file()]
+    written = [history.to_csv(csv_path)]
+    if missing:
+        test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
+        written += _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
+    return written
 
 
 def _train_command(args: argparse.Namespace) -> int:
-    if args.resume is not None:
-        run_dir = Path(args.resume)
-        settings = _resume_settings(args, run_dir)
-        saved = _load_checkpoint(str(run_dir / MODEL_FILE))
-        if saved.optimizer is None or saved.history is None or saved.rng is None:
-            raise UserError(f"{run_dir / MODEL_FILE} lacks the optimizer, history or generator state needed to resume")
-        model, optimizer, history, rng = saved.model, saved.optimizer, saved.history, saved.rng
-        if len(history) >= settings["epochs"]:
-            print(f"{run_dir} has already trained {len(history)} epochs (--epochs {settings['epochs']}): "
-                  "nothing to do; give a larger --epochs to train further")
-            return EXIT_OK
-    else:
-        settings = _new_settings(args)
-    train_data = datasets.load(settings["data"], "train", settings["data_dir"], dtype=settings["dtype"])
-    test_data = datasets.load(settings["data"], "test", settings["data_dir"], dtype=settings["dtype"])
     if args.resume is None:
+        settings = _new_settings(args)
+        _check_data_dir(settings["data_dir"])
+        _check_out(args.out, args.force)
+        return _train(args, None, settings, resume=False)
+    run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such directory")
+    _check_data_dir(args.data_dir)
+    with RunLock(run_dir):
+        _remove_stale_temps(run_dir)
+        settings = _resume_settings(args, run_dir)
+        return _train(args, run_dir, settings, resume=True)
+
+
+def _train(args: argparse.Namespace, run_dir: Path | None, settings: dict[str, Any], resume: bool) -> int:
+    """Train a new run (``run_dir`` None: --out or a new runs/ directory, created once the data
+    and the model fit) or resume the one in ``run_dir``, whose lock the caller holds."""
+    saved = None
+    if resume and (run_dir / MODEL_FILE).exists():
+        model_path, config_path = run_dir / MODEL_FILE, run_dir / CONFIG_FILE
+        saved = _load_checkpoint(str(model_path))
+        if saved.optimizer is None or saved.history is None or saved.rng is None:
+            raise UserError(f"{model_path} lacks the optimizer, history or generator state needed to resume")
+        _check_config_matches(settings, saved.model, config_path, model_path)
+        if len(saved.history) >= settings["epochs"]:
+            written = _finish_run(run_dir, saved.model, saved.history, settings)
+            if len(written) > 1:
+                print(f"{run_dir} had trained {len(saved.history)} epochs but lacked figures; wrote:")
+                for path in written:
+                    print(f"  {path}")
+            else:
+                print(f"{run_dir} has already trained {len(saved.history)} epochs (--epochs {settings['epochs']}): "
+                      "nothing to do; give a larger --epochs to train further")
+            return EXIT_OK
+    train_data = _load_data(settings["data"], "train", settings["data_dir"], settings["dtype"])
+    test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
+    if saved is None:  # a new run, or one stopped before its first checkpoint
         model = _build_model(settings, train_data.x.shape[1])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
         history = History()
         rng = np.random.default_rng(settings["seed"])
-        run_dir = _prepare_out(args.out, args.force, settings)
     else:
+        model, optimizer, history, rng = saved.model, saved.optimizer, saved.history, saved.rng
         _check_fits(model, train_data)
+    if resume:
+        return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, train_data, test_data)
+    run_dir = _create_out(args.out, settings)
+    with RunLock(run_dir):
+        if args.force:
+            _clear_previous_run(run_dir)
+        return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, train_data, test_data)
+
+
+def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], model: Autoencoder,
+                    optimizer: Adam, history: History, rng: np.random.Generator, train_data: datasets.Dataset,
+                    test_data: datasets.Dataset) -> int:
     model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
     _write_config(config_path, settings)
-
     h, w = train_data.image_shape
     steps = math.ceil(train_data.x.shape[0] / settings["batch_size"])
     done = len(history)
@@ -503,6 +742,12 @@ def _train_command(args: argparse.Namespace) -> int:
         history.to_csv(csv_path)
         printer.epoch(epoch, history)
 
+    def kept() -> str:
+        if not model_path.exists():
+            return "no epoch finished, so no checkpoint was written"
+        epochs = len(checkpoint.load_checkpoint(model_path, training_state=False).history)
+        return f"the last good checkpoint (epoch {epochs}) is {model_path}, kept"
+
     started = time.perf_counter()
     try:
         train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
@@ -511,13 +756,15 @@ def _train_command(args: argparse.Namespace) -> int:
                   threads=args.threads)
         trained = time.perf_counter() - started
         figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
-    except KeyboardInterrupt:
-        return _report_interrupt(model_path, csv_path, run_dir)
+    except KeyboardInterrupt as interrupt:
+        code = EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+        return _report_interrupt(model_path, csv_path, run_dir, settings["epochs"], code)
     except TrainingError as error:
-        kept = (f"the last good checkpoint (epoch {error.epoch - 1}) is {model_path}"
-                if model_path.exists() else "no epoch finished, so no checkpoint was written")
-        print(f"npvae: error: training diverged: {error}\n{kept}", file=sys.stderr)
+        print(f"npvae: error: training diverged: {error}\n{kept()}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as error:  # ENOSPC, EDQUOT, EIO while saving: write_atomically left the old file
+        reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        raise UserError(f"cannot write {error.filename or run_dir}: {reason}; {kept()}") from None
 
     print(f"trained to epoch {len(history)} in {trained:.1f} s; wrote:")
     for path in (model_path, csv_path, config_path, *figures):
@@ -527,10 +774,35 @@ def _train_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- npvae plot -------------------------------------------------------------------------------------
+def _plot_command(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        raise UserError(f"RUN {run_dir}: no such directory")
+    _check_data_dir(args.data_dir)
+    with RunLock(run_dir):
+        settings = _read_config(run_dir / CONFIG_FILE)
+        if args.data_dir is not None:
+            settings["data_dir"] = args.data_dir
+        saved = _load_checkpoint(str(run_dir / MODEL_FILE), training_state=False)
+        if saved.history is None:
+            raise UserError(f"{run_dir / MODEL_FILE} holds no history to draw")
+        _check_config_matches(settings, saved.model, run_dir / CONFIG_FILE, run_dir / MODEL_FILE)
+        test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
+        _check_fits(saved.model, test_data)
+        written = [saved.history.to_csv(run_dir / HISTORY_FILE)]
+        written += _write_figures(saved.model, test_data, saved.history, run_dir, settings["data"], settings["seed"])
+    print(f"npvae plot: {type(saved.model).__name__} of {run_dir}, {len(saved.history)} epochs; wrote:")
+    for path in written:
+        print(f"  {path}")
+    return EXIT_OK
+
+
 # -- npvae eval -------------------------------------------------------------------------------------
-def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str, bool]:
-    """(data set, binarize): the options given, else the training run's config.json beside the
-    checkpoint (binarize defaults to off without one; the data set must then be given)."""
+def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str, bool, str | None]:
+    """(data set, binarize, data_dir): the options given, else the training run's config.json
+    beside the checkpoint (binarize defaults to off without one; the data set must then be given;
+    its data_dir is used only for the data set it was recorded with)."""
     config_path = checkpoint_path.parent / CONFIG_FILE
     try:
         config = _read_config(config_path)
@@ -538,26 +810,58 @@ def _eval_settings(args: argparse.Namespace, checkpoint_path: Path) -> tuple[str
         if args.data is None:
             raise UserError(f"give --data: there is no readable {config_path} beside the checkpoint "
                             "to say which data it was trained on") from None
-        config = {"data": args.data, "binarize": False}
+        config = {"data": args.data, "binarize": False, "data_dir": None}
     data = config["data"] if args.data is None else args.data
     binarize = bool(config["binarize"]) if args.binarize is None else args.binarize
-    return data, binarize
+    data_dir = args.data_dir
+    if data_dir is None and data == config["data"] and isinstance(config["data_dir"], str):
+        data_dir = config["data_dir"]
+    return data, binarize, data_dir
+
+
+def _check_iwae_cost(model: VAE, n: int, k: int) -> None:
+    """Refuse an IWAE estimate that cannot finish in a day, with the estimate: n * k decoder rows
+    at the rate of a timed decode of PROBE_ROWS codes (the memory is bounded whatever k:
+    log_likelihood decodes 1024 rows at a time)."""
+    rows = n * k
+    if rows <= PROBE_ROWS:
+        return
+    z = np.zeros((PROBE_ROWS, model.latent_dim), dtype=model.dtype)
+    started = time.perf_counter()
+    model.decode(z)
+    rate = PROBE_ROWS / max(time.perf_counter() - started, 1e-9)
+    seconds = rows / rate
+    if seconds > MAX_EVAL_SECONDS:
+        raise UserError(f"--iw-samples {k} on {n:,} images is {rows:.3g} decoder passes, about "
+                        f"{seconds / 86400:,.1f} days at the {rate:,.0f} rows per second measured here: "
+                        "choose a smaller --iw-samples")
 
 
 def _eval_command(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
-    saved = _load_checkpoint(args.checkpoint)
+    saved = _load_checkpoint(args.checkpoint, training_state=False)
     model = saved.model
-    data_name, binarize = _eval_settings(args, path)
-    data = datasets.load(data_name, args.split, args.data_dir, dtype=model.dtype)
+    data_name, binarize, data_dir = _eval_settings(args, path)
+    _check_data_dir(args.data_dir)
+    data = _load_data(data_name, args.split, data_dir, model.dtype)
     _check_fits(model, data)
+    if isinstance(model, VAE):
+        _check_iwae_cost(model, data.x.shape[0], args.iw_samples)
     rng = np.random.default_rng(args.seed)
     x = data.x
     if binarize:  # one draw, as fit(binarize=True) draws each batch
         x = (rng.random(x.shape, dtype=model.dtype) < x).astype(model.dtype)
     started = time.perf_counter()
-    with threads.limited(args.threads):
-        terms = train.evaluate(model, x, rng=rng)
+    try:
+        with threads.limited(args.threads):
+            terms = train.evaluate(model, x, rng=rng)
+        if isinstance(model, VAE):
+            log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng, threads=args.threads).mean())
+    except ValueError:  # the data were checked (pixels in [0, 1]); what overflows is the model
+        largest = max(float(np.abs(value).max()) for value in model.state_dict().values())
+        raise UserError(f"{path}: the model's loss overflows {model.dtype} on --data {data_name} (pixels in [0, 1]): "
+                        f"the checkpoint's weights are too large (largest |parameter| {largest:.3g}); "
+                        "it is not usable") from None
     h, w = data.image_shape
     epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
     print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
@@ -571,7 +875,6 @@ def _eval_command(args: argparse.Namespace) -> int:
                 ("  KL(q(z|x) || N(0, I))", terms["kl"])]
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
-        log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng, threads=args.threads).mean())
         rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
     else:
         rows = [("reconstruction error (NLL)", terms["recon"])]
@@ -585,11 +888,18 @@ def _eval_command(args: argparse.Namespace) -> int:
 def _sample_command(args: argparse.Namespace) -> int:
     from . import plots
 
-    model = _load_checkpoint(args.checkpoint).model
+    model = _load_checkpoint(args.checkpoint, training_state=False).model
     shape = _image_shape_for(model.input_dim)
-    out = Path(args.out)
+    default = Path(args.checkpoint).parent / f"samples-n{args.n}-seed{args.seed}.png"
+    out = default if args.out is None else Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: expected a .png file name")
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists: add --force to replace it, or give another --out")
+    # the model on n rows, and the grid figure (RGBA floats per pixel)
+    needed = (memory_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows=args.n, dtype=model.dtype)
+              + 40 * args.n * model.input_dim)
+    _refuse_beyond_memory(needed, f"--n {args.n} samples of {shape[0]}x{shape[1]}", "choose a smaller --n")
     images = model.sample(args.n, np.random.default_rng(args.seed))
     name = type(model).__name__
     note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
@@ -601,20 +911,30 @@ def _sample_command(args: argparse.Namespace) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------------
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``npvae`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
     Invalid arguments make argparse exit with status 2 (``SystemExit``). User errors (missing
     or corrupt files, data that does not fit, a refused directory) print ``npvae: error: ...``
-    on stderr and return 1.
+    on stderr and return 1. SIGTERM is handled as Ctrl-C while the command runs (exit 143).
     """
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return handler(args)
-    except KeyboardInterrupt:
-        print("\nnpvae: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print(f"\nnpvae: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (UserError, OSError, ValueError, TypeError) as error:  # CheckpointError is a ValueError
-        print(f"npvae: error: {error}", file=sys.stderr)
+        print(f"npvae: error: {checkpoint._shorten(str(error), 2000)}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -15,7 +15,10 @@ Cache and trust
 ---------------
 Without ``data_dir`` the files live in ``default_data_dir() / name``, that is
 ``$NPVAE_DATA/<name>/`` when the environment variable ``NPVAE_DATA`` is set and
-``~/.cache/npvae/<name>/`` otherwise. A download is written to a temporary file in that
+``~/.cache/npvae/<name>/`` otherwise. One rule everywhere (library, ``npvae`` command, demos,
+tests): ``data_dir`` / ``--data-dir`` if given, else ``$NPVAE_DATA/<name>``, else the home cache.
+``$NPVAE_MNIST_DIR`` is an alias kept for MNIST alone: when set, it is MNIST's directory (the
+one ``$NPVAE_DATA/mnist`` would be), as the test suite and CI use it. A download is written to a temporary file in that
 directory, its MD5 is checked, and only then is it renamed (``os.replace``) to its final
 name; on any failure the temporary file is deleted. Hence a file can only appear in the cache
 verified, or put there by hand. Files already present (in the cache or in a ``data_dir``
@@ -86,6 +89,8 @@ _SPLIT_STEMS = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_IMAGE_SHAPE = (28, 28)
+_SPLIT_SIZES = {"train": 60_000, "test": 10_000}  # MNIST's and Fashion-MNIST's; a file may hold fewer
+MNIST_DIR_ALIAS = "NPVAE_MNIST_DIR"
 _N_CLASSES = 10
 
 _DIGITS_RESOURCE = "optdigits-test.csv.gz"
@@ -95,6 +100,9 @@ _DIGITS_SPLIT_SEED = 0
 _DIGITS_N_TRAIN = 1500
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8))
+
+DATA_DIR_HINT = "pass data_dir= pointing to a directory that holds them"
+"""The end of every missing-file message; the command line replaces it with its --data-dir."""
 
 
 class Dataset(NamedTuple):
@@ -185,8 +193,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             stream.close()
 
 
-def _parse_idx(stream: BinaryIO, path: Path) -> np.ndarray:
-    """Parse an IDX byte stream; ``path`` only names the file in error messages."""
+def _read_idx_dims(path: Path) -> tuple[int, ...]:
+    """The dimensions in the header of the IDX file at ``path`` (gzipped or not), read without its body."""
+    with open(path, "rb") as raw_file:
+        is_gzip = raw_file.read(2) == _GZIP_MAGIC
+        raw_file.seek(0)
+        stream = gzip.GzipFile(fileobj=raw_file, mode="rb") if is_gzip else raw_file
+        try:
+            return _parse_idx_header(stream, path)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+            raise ValueError(f"{path}: corrupt gzip stream ({error})") from error
+        finally:
+            stream.close()
+
+
+def _parse_idx_header(stream: BinaryIO, path: Path) -> tuple[int, ...]:
+    """Read and check an IDX header (magic number, dimensions); return the dimensions."""
     magic_bytes = stream.read(4)
     if len(magic_bytes) < 4:
         raise ValueError(f"{path}: truncated IDX header, file has only {len(magic_bytes)} bytes")
@@ -200,7 +222,12 @@ def _parse_idx(stream: BinaryIO, path: Path) -> np.ndarray:
     dims_bytes = stream.read(4 * ndim)
     if len(dims_bytes) < 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header, expected {ndim} dimension sizes")
-    dims = struct.unpack(f">{ndim}I", dims_bytes)
+    return struct.unpack(f">{ndim}I", dims_bytes)
+
+
+def _parse_idx(stream: BinaryIO, path: Path) -> np.ndarray:
+    """Parse an IDX byte stream; ``path`` only names the file in error messages."""
+    dims = _parse_idx_header(stream, path)
     expected_bytes = math.prod(dims)
     # read in bounded chunks so that a corrupt header claiming terabytes costs no memory
     payload = bytearray()
@@ -346,7 +373,7 @@ def _load_idx_dataset(
     name: str, split: str, data_dir: str | os.PathLike | None, download: bool, out_dtype: np.dtype
 ) -> Dataset:
     """MNIST-format data set: find (or fetch) the split's two IDX files, parse and check them."""
-    directory = default_data_dir() / name if data_dir is None else Path(data_dir).expanduser()
+    directory = _default_directory(name) if data_dir is None else Path(data_dir).expanduser()
     stems = _SPLIT_STEMS[split]
     missing = [stem for stem in stems if _find_idx_file(directory, stem) is None]
     if missing:
@@ -362,19 +389,23 @@ def _load_idx_dataset(
 
     images_path = _find_idx_file(directory, stems[0])
     labels_path = _find_idx_file(directory, stems[1])
+    # the headers first: a small gzip file whose header claims millions of images must be
+    # refused before its body is decompressed
+    image_dims, label_dims = _read_idx_dims(images_path), _read_idx_dims(labels_path)
+    if len(image_dims) != 3 or image_dims[1:] != _IDX_IMAGE_SHAPE:
+        raise ValueError(f"{images_path}: expected images of shape (n, 28, 28), got {image_dims}")
+    if len(label_dims) != 1:
+        raise ValueError(f"{labels_path}: expected labels of shape (n,), got {label_dims}")
+    if image_dims[0] != label_dims[0]:
+        raise ValueError(
+            f"{name}: {images_path} holds {image_dims[0]} images but {labels_path} holds "
+            f"{label_dims[0]} labels"
+        )
+    if image_dims[0] > _SPLIT_SIZES[split]:
+        raise ValueError(f"{images_path}: the header claims {image_dims[0]:,} images; the {name} {split!r} split "
+                         f"has {_SPLIT_SIZES[split]:,} (the body was not read)")
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    if images.ndim != 3 or images.shape[1:] != _IDX_IMAGE_SHAPE:
-        raise ValueError(
-            f"{images_path}: expected images of shape (n, 28, 28), got {images.shape}"
-        )
-    if labels.ndim != 1:
-        raise ValueError(f"{labels_path}: expected labels of shape (n,), got {labels.shape}")
-    if len(images) != len(labels):
-        raise ValueError(
-            f"{name}: {images_path} holds {len(images)} images but {labels_path} holds "
-            f"{len(labels)} labels"
-        )
     if len(labels) and labels.max() >= _N_CLASSES:
         raise ValueError(f"{labels_path}: expected labels 0..9, found {labels.max()}")
     return Dataset(
@@ -383,6 +414,15 @@ def _load_idx_dataset(
         image_shape=_IDX_IMAGE_SHAPE,
         name=name,
     )
+
+
+def _default_directory(name: str) -> Path:
+    """Where ``name``'s files are when no data_dir is given: ``$NPVAE_MNIST_DIR`` for MNIST if
+    set (the alias), else ``default_data_dir() / name``."""
+    alias = os.environ.get(MNIST_DIR_ALIAS)
+    if name == "mnist" and alias:
+        return Path(alias).expanduser()
+    return default_data_dir() / name
 
 
 def _find_idx_file(directory: Path, stem: str) -> Path | None:
@@ -397,7 +437,7 @@ def _manual_install_hint(directory: Path) -> str:
     """The sentence every missing-file error ends with: where to put the files by hand."""
     return (
         f"To install them by hand, put the files (gzipped or uncompressed) into {directory} "
-        "or pass data_dir= pointing to a directory that holds them."
+        f"or {DATA_DIR_HINT}."
     )
 
 

@@ -458,3 +458,86 @@ def test_save_rejects_bad_arguments_naming_them(tmp_path, arguments, error, matc
     with pytest.raises(error, match=match):
         save(**call)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- issue 11: hostile files are refused before anything large is read, built or parsed ------------
+def _state_with(full_checkpoint: Path, **fields) -> dict:
+    state = json.loads(str(read_all(full_checkpoint)["rng_state"]))
+    for key, value in fields.items():
+        if key in ("state", "inc"):
+            state["state"][key] = value
+        else:
+            state[key] = value
+    return state
+
+
+@pytest.mark.parametrize("fields", [{"state": -1}, {"inc": 2**130}, {"uinteger": -5}, {"has_uint32": 7}],
+                         ids=["state-1", "inc-2^130", "uinteger-5", "has_uint32-7"])
+def test_an_out_of_range_generator_state_is_a_checkpoint_error_and_training_state_false_skips_it(
+        full_checkpoint, tmp_path, fields):
+    # before: OverflowError from numpy's PCG64 state setter, also for eval and sample
+    state = _state_with(full_checkpoint, **fields)
+    path = rewrite(full_checkpoint, tmp_path / "rng.npz", rng_state=np.array(json.dumps(state)))
+    with pytest.raises(CheckpointError, match="rng_state: not a valid PCG64 state"):
+        load_checkpoint(path)
+    loaded = load_checkpoint(path, training_state=False)
+    assert loaded.rng is None and loaded.optimizer is None and len(loaded.history) == 1
+    assert type(load(path)).__name__ == "VAE"
+
+
+@pytest.mark.parametrize("member", ["model_config", "history", "optimizer_config"])
+def test_deeply_nested_json_is_a_checkpoint_error_not_a_recursion_error(full_checkpoint, tmp_path, member):
+    path = rewrite(full_checkpoint, tmp_path / "deep.npz", **{member: np.array("[" * 30_000 + "]" * 30_000)})
+    with pytest.raises(CheckpointError, match=f"{member}: JSON nested too deeply"):
+        load_checkpoint(path)
+
+
+def test_a_config_claiming_a_billion_inputs_is_refused_before_anything_is_allocated(full_checkpoint, tmp_path):
+    config = json.loads(str(read_all(full_checkpoint)["model_config"]))
+    path = rewrite(full_checkpoint, tmp_path / "huge.npz", model_config=np.array(json.dumps({**config, "input_dim": 10**9})))
+    with pytest.raises(CheckpointError, match="make 65,000,000,456 parameter entries, but the file stores only"):
+        load_checkpoint(path)
+
+
+def test_a_200000_layer_config_is_refused_at_once_with_a_short_message(full_checkpoint, tmp_path):
+    config = json.loads(str(read_all(full_checkpoint)["model_config"]))
+    path = rewrite(full_checkpoint, tmp_path / "deep.npz",
+                   model_config=np.array(json.dumps({**config, "hidden_dims": [7] * 200_000})))
+    with pytest.raises(CheckpointError, match="more than the 65,536 it may hold") as caught:
+        load_checkpoint(path)
+    assert len(str(caught.value)) < 400
+    path = rewrite(full_checkpoint, tmp_path / "many.npz",
+                   model_config=np.array(json.dumps({**config, "hidden_dims": [7] * 5000})))
+    with pytest.raises(CheckpointError, match="5,000 hidden layers, more than 1,000"):
+        load_checkpoint(path)
+
+
+def test_an_unlisted_member_is_refused_before_it_is_decompressed(full_checkpoint, tmp_path):
+    # The extra member's data is garbage: the old loader decompressed (CRC-checked) every member
+    # first and so reported it as corrupted; now the zip directory and contents refuse it unread.
+    path = tmp_path / "extra.npz"
+    path.write_bytes(full_checkpoint.read_bytes())
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("notes.npy", b"\x93NUMPY" + b"x" * 1000)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("notes.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename)
+    data[start + 10] ^= 0xFF  # CRC mismatch in the extra member
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"unlisted arrays \['notes'\] .*none of them was read"):
+        load_checkpoint(path)
+
+
+def test_declared_sizes_beyond_the_available_memory_are_refused_before_reading(full_checkpoint, monkeypatch):
+    monkeypatch.setattr("npvae.checkpoint.available_memory", lambda: 1000)
+    with pytest.raises(CheckpointError, match=r"its arrays declare [0-9.]+ KiB in all, more than the 1000 B"):
+        load_checkpoint(full_checkpoint)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_fifo_is_not_opened_as_a_checkpoint(tmp_path):
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)  # before: open() blocked forever waiting for a writer
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_checkpoint(fifo)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import npvae
+import npvae._files
 import npvae.train
 from npvae import checkpoint
 from npvae.cli import main
@@ -192,7 +193,12 @@ def test_resume_refuses_a_changed_setting(trained_run, capsys):
 def test_resume_of_a_directory_without_a_run_fails_with_its_path(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
     stderr = capsys.readouterr().err
-    assert str(tmp_path / "nothing" / "config.json") in stderr
+    assert f"--resume {tmp_path / 'nothing'}: no such directory" in stderr
+    assert_no_traceback(stderr)
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 1
+    stderr = capsys.readouterr().err
+    assert str(tmp_path / "empty" / "config.json") in stderr
     assert_no_traceback(stderr)
 
 
@@ -327,3 +333,395 @@ def test_gradcheck_walkthrough_demo_passes_and_catches_the_broken_backward(monke
     stdout = capsys.readouterr().out
     assert "all gradients match" in stdout
     assert "caught" in stdout
+
+
+# -- issue 11: every fault leaves a usable run; no traceback, no memory bomb ---------------------------
+import shutil
+import signal
+import struct
+import time
+
+from npvae import VAE
+LOCK_FILE = ".npvae.lock"  # the run lock, documented in npvae.cli
+
+
+def copy_run(trained_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+def rewrite_checkpoint(path: Path, **replace: np.ndarray) -> None:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays.update(replace)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+def test_resume_of_a_run_stopped_before_its_figures_draws_them_and_writes_history(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    for name in (*FIGURES, "history.csv"):
+        (run / name).unlink()
+    # before: "already trained 2 epochs: nothing to do", and the figures were never drawn
+    assert main(["train", "--resume", str(run)]) == 0
+    stdout = capsys.readouterr().out
+    for name in (*FIGURES, "history.csv"):
+        assert (run / name).is_file() and str(run / name) in stdout, name
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_plot_redraws_a_runs_figures_from_its_files(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    drawn = {name: (run / name).read_bytes() for name in FIGURES}
+    for name in FIGURES:
+        (run / name).unlink()
+    assert main(["plot", str(run)]) == 0  # before: argparse exit 2, no such command
+    for name in FIGURES:
+        image = matplotlib.image.imread(run / name)
+        assert image.shape == matplotlib.image.imread(trained_run / name).shape, name
+    assert (run / "reconstructions.png").read_bytes() == drawn["reconstructions.png"]  # same code path twice
+
+
+def test_a_run_interrupted_before_its_first_epoch_can_be_resumed(tmp_path, monkeypatch, capsys):
+    real_fit = npvae.train.fit
+
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(npvae.train, "fit", interrupted_fit)
+    out = tmp_path / "run"
+    assert train(out, "--epochs", "1") == 130
+    assert f"--resume {out}" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == ["config.json"]
+    monkeypatch.setattr(npvae.train, "fit", real_fit)
+    assert train(out, "--epochs", "1") == 1  # the directory is not empty: the message points to --resume
+    assert f"--resume {out}" in capsys.readouterr().err
+    # before: "checkpoint not found"
+    assert main(["train", "--resume", str(out)]) == 0
+    assert len(checkpoint.load_checkpoint(out / "model.npz").history) == 1
+
+
+def test_resume_removes_only_the_runs_own_stale_temp_files(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    own = [run / f".model.npz.{'a' * 32}.tmp", run / f".history.csv.{'0123456789abcdef' * 2}.tmp",
+           run / f".samples.png.{'f' * 32}.tmp"]
+    others = [run / f".notes.txt.{'a' * 32}.tmp", run / f".model.npz.{'a' * 31}.tmp", run / "model.npz.tmp"]
+    for path in own + others:
+        path.write_bytes(b"x")
+    assert main(["train", "--resume", str(run)]) == 0
+    assert not any(path.exists() for path in own)
+    assert all(path.exists() for path in others)
+
+
+def test_force_removes_the_previous_runs_figures(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    (run / "notes.txt").write_text("mine")
+    assert train(run, "--epochs", "1", "--model", "ae", "--latent-dim", "3", "--force") == 0
+    assert not (run / "manifold.png").exists()  # before: the 2-D VAE's manifold stayed beside the 3-D AE
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_stale_lock_is_taken_over(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run / LOCK_FILE).write_text(f"{sleeper.pid}\n")
+        assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+        stderr = capsys.readouterr().err
+        assert f"another npvae process (PID {sleeper.pid})" in stderr
+        assert len(checkpoint.load_checkpoint(run / "model.npz").history) == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the sleeper is gone: its lock is stale
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert len(checkpoint.load_checkpoint(run / "model.npz").history) == 3
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_resume_refuses_a_config_that_does_not_describe_the_checkpoint(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": "ae", "beta": 1.0}))
+    before = (run / "config.json").read_bytes()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    stderr = capsys.readouterr().err
+    assert "does not describe the model" in stderr and "model 'ae' vs 'vae'" in stderr
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_sigterm_keeps_the_checkpoint_and_exits_143_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
+    process = subprocess.Popen([sys.executable, "-m", "npvae", "train", "--out", str(out), *FAST, "--epochs", "100000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "model.npz").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143  # before: -15, killed without a word
+    assert_no_traceback(stderr)
+    assert "terminated (SIGTERM)" in stderr and f"--resume {out}" in stderr
+    assert len(checkpoint.load_checkpoint(out / "model.npz").history) >= 1
+
+
+@pytest.mark.parametrize("field", ["state", "uinteger"])
+def test_an_out_of_range_generator_state_fails_resume_cleanly_and_does_not_stop_eval_or_sample(
+        trained_run, tmp_path, capsys, field):
+    run = copy_run(trained_run, tmp_path)
+    with np.load(run / "model.npz") as archive:
+        state = json.loads(str(archive["rng_state"]))
+    if field == "state":
+        state["state"]["state"] = -1
+    else:
+        state["uinteger"] = -5
+    rewrite_checkpoint(run / "model.npz", rng_state=np.array(json.dumps(state)))
+    assert main(["eval", str(run / "model.npz"), "--iw-samples", "2"]) == 0
+    assert main(["sample", str(run / "model.npz"), "--n", "4"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    stderr = capsys.readouterr().err
+    assert "rng_state: not a valid PCG64 state" in stderr
+    assert_no_traceback(stderr)
+
+
+def test_a_deeply_nested_config_json_is_a_clear_error(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    (run / "config.json").write_text("[" * 100_00 + "]" * 100_00)
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    stderr = capsys.readouterr().err
+    assert "nested too deeply" in stderr
+    assert_no_traceback(stderr)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_fifo_named_config_json_does_not_hang_resume_or_eval(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    (run / "config.json").unlink()
+    os.mkfifo(run / "config.json")
+
+    def hung(signum, frame):
+        raise AssertionError("blocked on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+        assert "is not a regular file" in capsys.readouterr().err
+        assert main(["eval", str(run / "model.npz")]) == 1
+        assert "give --data" in capsys.readouterr().err
+        assert main(["eval", str(run / "model.npz"), "--data", "digits", "--iw-samples", "2"]) == 0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(("argv", "figure"), [
+    (["train", "--hidden", "1000000000"], "training a model of 136,000,000,068 parameters"),
+    (["train", "--latent-dim", "1000000"], "training a model of 386,"),
+])
+def test_training_requests_that_cannot_fit_are_refused_with_the_estimate(argv, figure, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("npvae.cli.available_memory", lambda: 8 * GIB)  # a figure every CI machine can claim
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    stderr = capsys.readouterr().err
+    assert figure in stderr and "more than the 8.0 GiB of memory available" in stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_sample_and_eval_requests_that_cannot_fit_or_finish_are_refused(trained_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("npvae.cli.available_memory", lambda: 8 * GIB)
+    assert main(["sample", str(trained_run / "model.npz"), "--n", "100000000", "--out", str(tmp_path / "s.png")]) == 1
+    assert "--n 100000000 samples of 8x8 needs about" in capsys.readouterr().err
+    assert main(["eval", str(trained_run / "model.npz"), "--iw-samples", "100000000000"]) == 1
+    stderr = capsys.readouterr().err
+    assert "--iw-samples 100000000000 on 297 images is 2.97e+13 decoder passes, about" in stderr
+    assert "days at the" in stderr and "rows per second measured here" in stderr
+
+
+def test_a_checkpoint_claiming_a_billion_inputs_is_refused(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    with np.load(run / "model.npz") as archive:
+        config = json.loads(str(archive["model_config"]))
+    rewrite_checkpoint(run / "model.npz", model_config=np.array(json.dumps({**config, "input_dim": 10**9})))
+    assert main(["sample", str(run / "model.npz"), "--n", "4"]) == 1
+    stderr = capsys.readouterr().err
+    assert "refusing to build a model the file cannot fill" in stderr
+    assert_no_traceback(stderr)
+
+
+def test_an_overflowing_adam_state_is_reported_as_a_diverged_run(tmp_path, monkeypatch, capsys):
+    real_fit = npvae.train.fit
+
+    def fit(model, *args, callbacks=(), **kwargs):
+        real_step = model.loss_and_grads_unchecked
+
+        def huge_gradients(*step_args):
+            loss = real_step(*step_args)
+            for parameter in model.parameters():
+                parameter.grad[...] = 1e20  # finite, but its square overflows float32's exp_avg_sq
+            return loss
+
+        def arm(epoch, history):
+            if epoch == 1:
+                model.loss_and_grads_unchecked = huge_gradients
+
+        return real_fit(model, *args, callbacks=[*callbacks, arm], **kwargs)
+
+    monkeypatch.setattr(npvae.train, "fit", fit)
+    out = tmp_path / "run"
+    assert train(out, "--epochs", "3") == 1
+    stderr = capsys.readouterr().err
+    # before: fit returned normally and the CLI failed to save ("optim/exp_avg_sq holds NaN or inf")
+    assert "training diverged: non-finite optimizer state after epoch 2: Adam's exp_avg_sq" in stderr
+    assert f"the last good checkpoint (epoch 1) is {out / 'model.npz'}, kept" in stderr
+    assert_no_traceback(stderr)
+    assert len(checkpoint.load_checkpoint(out / "model.npz").history) == 1
+
+
+def test_a_full_disk_names_the_file_and_says_the_last_checkpoint_is_kept(tmp_path, monkeypatch, capsys):
+    real_write_atomically = npvae._files.write_atomically
+    calls = []
+
+    def write_atomically(path, write):
+        calls.append(path)
+
+        def full_disk(file):
+            file.write(b"partial")
+            raise OSError(28, "No space left on device")  # as file.write raises it: no file name
+
+        return real_write_atomically(path, full_disk if len(calls) == 2 else write)  # the checkpoint of epoch 2
+
+    monkeypatch.setattr("npvae.checkpoint.write_atomically", write_atomically)
+    out = tmp_path / "run"
+    assert train(out, "--epochs", "3") == 1
+    stderr = capsys.readouterr().err
+    assert f"cannot write {out / 'model.npz'}: no space left on device" in stderr
+    assert "the last good checkpoint (epoch 1)" in stderr and "kept" in stderr
+    assert len(checkpoint.load_checkpoint(out / "model.npz").history) == 1
+    assert not [path for path in out.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_eval_of_a_model_with_huge_weights_blames_the_weights_not_the_data(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    model = checkpoint.load(run / "model.npz")
+    for parameter in model.parameters():
+        parameter.value[...] = 1e30
+    checkpoint.save(model, run / "model.npz")
+    assert main(["eval", str(run / "model.npz"), "--iw-samples", "2"]) == 1
+    stderr = capsys.readouterr().err
+    assert "rescale" not in stderr and "the checkpoint's weights are too large" in stderr
+    assert_no_traceback(stderr)
+
+
+def _fake_mnist(directory: Path, n: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    for stem, count in (("train", n), ("t10k", n)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{stem}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, count, 28, 28) + images.tobytes())
+        (directory / f"{stem}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, count) + labels.tobytes())
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network disabled in tests")
+
+
+def test_eval_uses_the_data_dir_recorded_by_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("NPVAE_MNIST_DIR", raising=False)
+    data_dir = tmp_path / "my-mnist"
+    _fake_mnist(data_dir)
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint.save(VAE(784, hidden_dims=[4], latent_dim=2, dtype=np.float32), run / "model.npz")
+    config = {"model": "vae", "data": "mnist", "epochs": 1, "latent_dim": 2, "hidden": [4], "beta": 1.0,
+              "batch_size": 8, "lr": 1e-3, "seed": 0, "kl_warmup": 0, "binarize": False,
+              "activation": "leaky_relu", "dtype": "float32", "data_dir": str(data_dir)}
+    (run / "config.json").write_text(json.dumps(config))
+    # before: the recorded data_dir was ignored and the cache's download failed
+    assert main(["eval", str(run / "model.npz"), "--iw-samples", "2"]) == 0
+    assert "data mnist test: 20 images of 28x28" in capsys.readouterr().out
+
+
+def test_a_missing_data_dir_is_an_error_and_is_not_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    missing = tmp_path / "nonexistent"
+    assert train(tmp_path / "run", "--data", "mnist", "--data-dir", str(missing)) == 1
+    stderr = capsys.readouterr().err
+    assert f"--data-dir {missing}: no such directory" in stderr
+    assert not missing.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_failed_download_speaks_in_command_line_flags(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train(tmp_path / "run", "--data", "mnist", "--data-dir", str(empty)) == 1
+    stderr = capsys.readouterr().err
+    assert "give --data-dir DIR" in stderr and "data_dir=" not in stderr
+
+
+def test_sample_writes_beside_the_checkpoint_and_never_overwrites_without_force(trained_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    run = copy_run(trained_run, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", str(run / "model.npz"), "--n", "4"]) == 0
+    written = run / "samples-n4-seed0.png"
+    assert written.is_file() and not (tmp_path / "samples.png").exists()
+    before = written.read_bytes()
+    assert main(["sample", str(run / "model.npz"), "--n", "4", "--out", str(written), "--seed", "1"]) == 1
+    assert "exists: add --force" in capsys.readouterr().err and written.read_bytes() == before
+    assert main(["sample", str(run / "model.npz"), "--n", "4", "--out", str(written), "--seed", "1", "--force"]) == 0
+    assert written.read_bytes() != before
+
+
+@pytest.mark.parametrize("demo", ["ae_vs_vae", "beta_sweep", "latent_map", "seed_vae"])
+def test_every_small_demo_takes_data_dir_and_reports_missing_files_in_one_line(demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir, status, message in ((tmp_path / "missing", 2, "no such directory"),
+                                      (empty, 1, "could not download")):
+        monkeypatch.setattr(sys, "argv", [f"{demo}.py", "--data", "mnist", "--data-dir", str(data_dir)])
+        with pytest.raises(SystemExit) as exited:  # before: "unrecognized arguments: --data-dir"
+            runpy.run_path(str(DEMOS / f"{demo}.py"), run_name="__main__")
+        assert exited.value.code == status
+        stderr = capsys.readouterr().err
+        assert message in stderr and str(data_dir) in stderr
+        assert_no_traceback(stderr)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(("interrupt", "status", "said"), [
+    (KeyboardInterrupt, 130, "interrupted while starting"),
+    (None, 143, "terminated (SIGTERM) while starting"),
+])
+def test_the_npvae_command_reports_an_interrupt_during_its_imports_in_one_line(interrupt, status, said,
+                                                                               monkeypatch, capsys):
+    import builtins
+
+    entry = runpy.run_path(str(PACKAGE_PARENT / "_npvae_entry.py"))
+    real_import = builtins.__import__
+
+    def slow_import(name, *args, **kwargs):
+        if name == "npvae.cli":  # the signal arrives while NumPy and SciPy are being imported
+            if interrupt is None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            raise interrupt()
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", slow_import)
+    assert entry["main"]() == status  # before: the console script imported npvae.cli unguarded
+    stderr = capsys.readouterr().err
+    assert stderr.strip() == f"npvae: {said}"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -340,6 +340,7 @@ def test_load_without_data_dir_reads_npvae_data_subdirectory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NPVAE_DATA", str(tmp_path))
+    monkeypatch.delenv("NPVAE_MNIST_DIR", raising=False)  # the MNIST alias would take precedence
     images, labels = small_split()
     write_train_split(tmp_path / "fashion-mnist", images, labels)
     dataset = datasets.load("fashion-mnist", download=False, dtype="uint8")
@@ -371,6 +372,7 @@ def test_download_goes_into_npvae_data_cache_and_is_reused(
     mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "cache-root"))
+    monkeypatch.delenv("NPVAE_MNIST_DIR", raising=False)  # the MNIST alias would take precedence
     monkeypatch.setitem(datasets.MIRRORS, "mnist", (as_base_url(mirror),))
     first = datasets.load("mnist")
     assert (tmp_path / "cache-root" / "mnist" / (IMAGES_FILE + ".gz")).is_file()
@@ -509,3 +511,43 @@ def test_real_mnist_loads_with_published_content(
     assert scaled.x.min() == 0.0
     assert scaled.x.max() == 1.0
     np.testing.assert_array_equal(scaled.x, raw.x.astype(np.float32) / np.float32(255))
+
+
+# ------------------------------------------------------------------------- issue 11
+
+
+def test_a_header_claiming_millions_of_images_is_refused_before_the_body_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3,000,000 images claimed by the header of a small gzip file (the body is garbage): the old
+    # loader decompressed the whole body (2.4 GB for a real bomb) before comparing the counts
+    header = struct.pack(">IIII", 0x00000803, 3_000_000, 28, 28)
+    write_file(tmp_path / IMAGES_FILE, header + b"\x00" * 4096, compress=True)
+    write_file(tmp_path / LABELS_FILE, struct.pack(">II", 0x00000801, 3_000_000) + b"\x00" * 4096, compress=True)
+    read = []
+    monkeypatch.setattr(datasets, "read_idx", lambda path: read.append(path))
+    with pytest.raises(ValueError, match=r"claims 3,000,000 images; the mnist 'train' split has 60,000 \(the body was not read\)"):
+        datasets.load("mnist", data_dir=tmp_path, download=False)
+    assert read == []
+
+
+def test_counts_that_disagree_are_refused_from_the_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = small_split()
+    write_train_split(tmp_path, images, labels[:3])
+    monkeypatch.setattr(datasets, "read_idx", lambda path: pytest.fail(f"read the body of {path}"))
+    with pytest.raises(ValueError, match="holds 5 images but .* holds 3 labels"):
+        datasets.load("mnist", data_dir=tmp_path, download=False)
+
+
+def test_npvae_mnist_dir_is_the_mnist_directory_when_no_data_dir_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, labels = small_split()
+    write_train_split(tmp_path / "mine", images, labels)
+    monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("NPVAE_MNIST_DIR", str(tmp_path / "mine"))
+    np.testing.assert_array_equal(datasets.load("mnist", dtype="uint8").x, images.reshape(N_SMALL, 784))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "cache" / "fashion-mnist")):
+        datasets.load("fashion-mnist", download=False)  # the alias is MNIST's alone
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "other")):
+        datasets.load("mnist", data_dir=tmp_path / "other", download=False)  # data_dir comes first

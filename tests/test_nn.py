@@ -246,7 +246,9 @@ def test_flatten_parameters_keeps_values_and_makes_views_of_one_buffer() -> None
     parameters = network.parameters()
     for name, value in network.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
-    np.testing.assert_array_equal(network.forward(x), y_before)
+    # the values are copied exactly; the output is another code path (weights moved into one buffer,
+    # at other addresses, where OpenBLAS may split the product differently): within 4 ulps
+    np.testing.assert_array_max_ulp(network.forward(x), y_before, maxulp=4)
     value_base, grad_base = parameters[0].value.base, parameters[0].grad.base
     assert value_base is not None and grad_base is not None and value_base is not grad_base
     assert value_base.ndim == 1 and value_base.size == network.num_parameters()

@@ -52,6 +52,10 @@ class VAE(Autoencoder):
         Seed of the generator that draws the initial weights.
     dtype : float32 or float64
         float64 (default) for exact checks, float32 for speed.
+    decoder_dims : sequence of int, optional
+        Widths of the decoder's hidden layers, z first; default: ``hidden_dims`` reversed (a
+        mirror of the encoder). Given for networks that are not mirrored, such as another
+        implementation's weights loaded by ``npvae.interop``.
 
     Layers: ``encoder`` (Sequential), ``head`` (one Dense giving [mu, logvar] side by side:
     one matrix product instead of two), ``decoder`` (Sequential, logits out).
@@ -68,8 +72,17 @@ class VAE(Autoencoder):
         negative_slope: float = 0.2,
         seed: int = 0,
         dtype: Any = np.float64,
+        decoder_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__(input_dim, hidden_dims, latent_dim, activation, output, negative_slope, seed, dtype)
+        if decoder_dims is not None:
+            if isinstance(decoder_dims, (str, bytes)) or not isinstance(decoder_dims, Sequence):
+                raise TypeError(
+                    f"decoder_dims: expected a sequence of positive integers, got {type(decoder_dims).__name__} "
+                    f"{decoder_dims!r}"
+                )
+            decoder_dims = tuple(_checks.positive_int(f"decoder_dims[{i}]", h) for i, h in enumerate(decoder_dims))
+        self.decoder_dims = decoder_dims
         beta = _checks.real_number("beta", beta)
         if not (np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta: expected a finite value >= 0, got {beta!r}")
@@ -78,7 +91,11 @@ class VAE(Autoencoder):
         sizes = (self.input_dim, *self.hidden_dims)
         self.encoder = mlp(sizes, activation, negative_slope, rng, self.dtype, final_activation=True)
         self.head = Dense(sizes[-1], 2 * self.latent_dim, rng=rng, init="glorot", dtype=self.dtype)
-        self.decoder = self._build_decoder(rng)
+        if decoder_dims is None:
+            self.decoder = self._build_decoder(rng)
+        else:
+            self.decoder = mlp((self.latent_dim, *decoder_dims, self.input_dim), activation, negative_slope, rng,
+                               self.dtype, final_activation=False)
         self.reparam = Reparameterization()
         self.flatten_parameters()
         self.last_recon = float("nan")
@@ -110,7 +127,10 @@ class VAE(Autoencoder):
                    output="bernoulli", negative_slope=0.2, seed=seed, dtype=dtype)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "beta": self.beta}
+        config = {**super().config(), "beta": self.beta}
+        if self.decoder_dims is not None:  # only a non-mirrored decoder adds the key
+            config["decoder_dims"] = list(self.decoder_dims)
+        return config
 
     # -- encoder side ------------------------------------------------------------------------
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
