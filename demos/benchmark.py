@@ -24,7 +24,9 @@ The limit: an epoch's matrix products (forward; backward to the weights; backwar
 of every layer but the first, whose input is data) counted in FLOPs, divided by the throughput
 SciPy's sgemm reaches on exactly these products, in the memory orders npvae uses (median over
 the rounds). npvae's fraction of
-the limit is limit time / npvae time. Timings are only comparable within one run on an
+the limit is limit time / npvae time. The VQ-VAE row (issue 14) trains a VQ-VAE of the same
+widths (its 20 encoder outputs read as 10 codes of 2, an EMA codebook of 64; its fraction of the
+limit is against the VAE's products) and the last lines give its epoch time over the VAE's. Timings are only comparable within one run on an
 otherwise idle machine: the load average is printed at the start and the end.
 """
 
@@ -88,6 +90,7 @@ except ImportError:  # run from a checkout without installing
 
 INPUT_DIM, HIDDEN_DIM, LATENT_DIM = 784, 400, 20
 BATCH_SIZE = 128
+VQVAE_RUNNER = "npvae VQ-VAE float32"
 LEARNING_RATE = 1e-3
 PAUSE_SECONDS = 1.0  # between epochs: lets one library's spinning worker threads go to sleep
 # (in, out) of each matrix product; the encoder's head is fc21 and fc22 side by side
@@ -216,6 +219,14 @@ def npvae_fit_epoch(model: npvae.VAE, optimizer: npvae.Adam, x: np.ndarray, rng:
     history = npvae.fit(model, x, epochs=1, batch_size=batch_size, optimizer=optimizer, rng=rng,
                         progress=False, threads=threads)
     return history.loss[-1]
+
+
+def npvae_vqvae_model() -> tuple[npvae.VQVAE, npvae.Adam]:
+    """A VQ-VAE of the VAE's widths: 784-400-20, the 20 outputs read as 10 codes of 2 (64 in the
+    codebook, EMA), the decoder 20-400-784; float32."""
+    model = npvae.VQVAE(INPUT_DIM, (HIDDEN_DIM,), num_latents=LATENT_DIM // 2, code_dim=2, num_codes=64,
+                        codebook="ema", activation="relu", dtype=np.float32)
+    return model, npvae.Adam(model.parameters(), lr=LEARNING_RATE)
 
 
 # -- PyTorch: the pytorch/examples VAE, written out here ------------------------------------------
@@ -400,6 +411,8 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
     rngs = [np.random.default_rng(seed) for seed in range(3)]
     runners["npvae float32"] = lambda: npvae_epoch(*model32, x_train, rngs[0])
     runners["npvae float32, fit()"] = lambda: npvae_fit_epoch(*model_fit, x_train, rngs[1], args.threads)
+    vqvae, vq_rng = npvae_vqvae_model(), np.random.default_rng(3)
+    runners[VQVAE_RUNNER] = lambda: npvae_epoch(*vqvae, x_train, vq_rng)
     torch = None
     examples_name = tuned_name = None
     if not args.skip_torch:
@@ -514,6 +527,9 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
             if "batch" not in name:
                 ratios += " / " + ", ".join(f"{mine / theirs:.2f}" for mine, theirs in zip(seconds[name], seconds[tuned_name]))
             print(f"{name}: {ratios}  ")
+    vq_ratios = [vq / vae for vq, vae in zip(seconds[VQVAE_RUNNER], seconds["npvae float32"])]
+    print(f"\nVQ-VAE epoch / VAE epoch, same widths, float32 (target <= 1.3), per round: "
+          f"{', '.join(f'{ratio:.2f}' for ratio in vq_ratios)}; median {statistics.median(vq_ratios):.2f}  ")
     if busy:
         idle = median["npvae float32, fit()"]
         print(f"\nBeside one competing CPU-bound process (started and ended by the benchmark), one npvae "

@@ -66,14 +66,17 @@ def main() -> None:
                 named[bug, fw] += report.bugs == (bug,)
                 extra[bug, fw] += bool(set(report.bugs) - {bug})
         print(f"seed {seed + 1}/{args.seeds} done, {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    n = args.seeds
-    print(f"| bug id | planted in | named exactly (of {n} seeds) | other ids named too |")
-    print("|---|---|---|---|")
-    for bug in BUGS:
-        for fw in frameworks:
-            print(f"| `{bug}` | {fw} | {named[bug, fw]}/{n} | {extra[bug, fw]}/{n} |")
-    for fw in frameworks:
-        print(f"\nfalse alarms on correct {fw} VAEs: {false_alarms[fw]}/{n} seeds (loss, gradients and sampler checked)")
+        if (seed + 1) % 10 == 0 and seed + 1 < args.seeds:  # the table so far, should the run be cut short
+            print(table(named, extra, false_alarms, seed + 1), file=sys.stderr)
+    print(table(named, extra, false_alarms, args.seeds))
+
+
+def table(named: dict, extra: dict, false_alarms: dict, n: int) -> str:
+    lines = [f"| bug id | planted in | named exactly (of {n} seeds) | other ids named too |", "|---|---|---|---|"]
+    lines += [f"| `{bug}` | {fw} | {named[bug, fw]}/{n} | {extra[bug, fw]}/{n} |" for bug, fw in named]
+    lines += [f"\nfalse alarms on correct {fw} VAEs: {count}/{n} seeds (loss, gradients and sampler checked)"
+              for fw, count in false_alarms.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

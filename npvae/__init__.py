@@ -10,9 +10,10 @@ from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
 from .losses import bce_with_logits, gaussian_kl, gaussian_nll, squared_error
-from .models import AE, VAE, LossTerms
+from .models import AE, VAE, VQVAE, LossTerms
 from .nn import Dense, Module, Parameter, Sequential
 from .optim import SGD, Adam, clip_grad_norm
+from .priors import CategoricalPrior, MADEPrior
 from .reparam import Reparameterization
 from .history import History
 from .train import TrainingError, evaluate, fit
@@ -39,4 +40,5 @@ __all__ = [
     "gradcheck_module", "interop", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error",
     "threads",
     "__version__",
+    "VQVAE", "MADEPrior", "CategoricalPrior",
 ]

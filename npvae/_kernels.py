@@ -296,9 +296,12 @@ def _moving_average_reference(average: np.ndarray, x: np.ndarray, decay: float) 
     average += (1.0 - decay) * x
 
 
+_SCAL_AXPY = {np.dtype(np.float64): (blas.dscal, blas.daxpy), np.dtype(np.float32): (blas.sscal, blas.saxpy)}
+
+
 def _moving_average_fast(average: np.ndarray, x: np.ndarray, decay: float) -> None:
     # BLAS scal and axpy: one pass each, no temporary (NumPy's a += c * x makes two and one)
-    scal, axpy = (blas.dscal, blas.daxpy) if average.dtype == np.float64 else (blas.sscal, blas.saxpy)
+    scal, axpy = _SCAL_AXPY[average.dtype]
     scal(decay, average)
     axpy(x, average, a=1.0 - decay)
 
@@ -309,8 +312,7 @@ def _add_scaled_reference(y: np.ndarray, alpha: float, x: np.ndarray) -> None:
 
 
 def _add_scaled_fast(y: np.ndarray, alpha: float, x: np.ndarray) -> None:
-    axpy = blas.daxpy if y.dtype == np.float64 else blas.saxpy
-    axpy(x, y, a=alpha)
+    _SCAL_AXPY[y.dtype][1](x, y, a=alpha)
 
 
 # -- adam_update: one Adam step over an optimizer's blocks --------------------------------------------

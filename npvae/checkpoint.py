@@ -5,9 +5,10 @@ checkpoint is read with ``np.load(path, allow_pickle=False)`` and loading one ne
 
     format_version      int64, 0-d                  1
     contents            str, 1-D                    the names of all the other arrays
-    model_class         str, 0-d                    "AE" or "VAE"
+    model_class         str, 0-d                    "AE", "VAE", "VQVAE", "MADEPrior" or "CategoricalPrior"
     model_config        str, 0-d                    JSON of model.config() (constructor arguments)
-    param/<name>        float arrays                one per model.named_parameters() entry
+    param/<name>        float arrays                one per model.state_dict() entry (the parameters;
+                                                    a VQVAE's EMA codebook and its averages too)
     optimizer_class     str, 0-d   (optional)       "Adam" or "SGD"
     optimizer_config    str, 0-d   (with it)        JSON of the constructor's keyword arguments
     optim/<key>         arrays     (with it)        optimizer.state_dict(): steps, hyperparameters, moments
@@ -34,9 +35,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._memory import available_memory, format_bytes
-from .models import AE, VAE
+from .models import AE, VAE, VQVAE
 from .models.base import Autoencoder
 from .optim import SGD, Adam, Optimizer
+from .priors import CategoricalPrior, MADEPrior
 from ._files import write_atomically
 from ._checks import file_path
 from .history import History
@@ -46,7 +48,9 @@ __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "save", "load", "l
 FORMAT_VERSION = 1
 """Version of the layout written by :func:`save`; :func:`load_checkpoint` reads only this one."""
 
-_MODEL_CLASSES: dict[str, type[Autoencoder]] = {"AE": AE, "VAE": VAE}
+# the priors over a VQ-VAE's codes are saved and loaded like models (config + parameters)
+_MODEL_CLASSES: dict[str, type] = {"AE": AE, "VAE": VAE, "VQVAE": VQVAE, "MADEPrior": MADEPrior,
+                                   "CategoricalPrior": CategoricalPrior}
 _OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {"Adam": Adam, "SGD": SGD}
 _BIT_GENERATORS: dict[str, type[np.random.BitGenerator]] = {
     "PCG64": np.random.PCG64,
@@ -147,7 +151,7 @@ def save(
         a parameter or optimizer state holding NaN or inf (nothing is written then).
     """
     if type(model) not in _MODEL_CLASSES.values():
-        raise TypeError(f"model: expected an npvae AE or VAE, got {type(model).__name__}")
+        raise TypeError(f"model: expected an npvae {', '.join(_MODEL_CLASSES)}, got {type(model).__name__}")
     path = file_path(path)
     arrays: dict[str, np.ndarray] = {
         "model_class": _text(type(model).__name__),

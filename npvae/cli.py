@@ -6,6 +6,8 @@
     npvae eval runs/vae-digits-.../model.npz      test-set negative ELBO, its terms, IWAE log p(x)
     npvae sample runs/vae-digits-.../model.npz    a grid of images decoded from z ~ N(0, I)
     npvae plot runs/vae-digits-...                redraw a run's figures from its files
+    npvae train --data faces.npz --patience 5      your own images (.npy/.npz/.csv/folder), early stopping
+    npvae encode runs/.../best.npz --out z.npz    the latent codes of a data split, with its labels
 
 A training run writes into one directory: ``model.npz`` (a checkpoint of the model, the Adam
 state, the history and the random generator, replaced atomically after every epoch),
@@ -38,6 +40,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -49,12 +52,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, datasets, threads, train
+from . import __version__, checkpoint, datasets, schedules, threads, train
 from ._memory import available_memory, format_bytes
+from ._run_extras import EXTRA_RUN_FILES, RunExtras, clear_previous, data_label, data_splits, is_path, new_schedule
 from .activations import ACTIVATIONS
-from .models import AE, VAE, memory_bytes
+from .models import AE, VAE, VQVAE, memory_bytes
 from .models.base import Autoencoder
 from .optim import Adam
+from .priors import CategoricalPrior, MADEPrior
 from ._files import write_atomically
 from .history import History
 from .train import TrainingError
@@ -93,6 +98,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "activation": "leaky_relu",
     "dtype": "float32",
     "data_dir": None,
+    "output": "bernoulli",
+    "val_fraction": 0.0,
+    "lr_schedule": "constant",
+    "patience": None,
+    "snapshot_every": None,
+    "resize": None,
+    "scale": None,
 }
 # Per data set: 1,500 images of 8x8 need many short epochs and take a larger step; 60,000 of
 # 28x28 need few epochs and wider layers.
@@ -100,11 +112,30 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 150, "hidden": [256, 128], "batch_size": 128, "lr": 3e-3},
     "mnist": {"epochs": 20, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3},
     "fashion-mnist": {"epochs": 20, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3},
+    "PATH": {"epochs": 30, "hidden": [512, 256], "batch_size": 128, "lr": 1e-3, "val_fraction": 0.1},
 }
 TRAIN_SETTINGS = (
     "model", "data", "epochs", "latent_dim", "hidden", "beta", "batch_size", "lr", "seed",
     "kl_warmup", "binarize", "activation", "dtype", "data_dir",
 )
+# The VQ-VAE's own settings (in config.json only for --model vqvae), their defaults, and the
+# encoder output width it gets when --latent-dim is not given (COMMON_DEFAULTS' 2 is for a 2-D VAE).
+VQ_DEFAULTS: dict[str, Any] = {
+    "code_dim": 4,
+    "num_codes": 64,
+    "commitment": 0.25,
+    "codebook": "ema",
+    "decay": 0.99,
+    "restart_dead_codes": False,
+    "prior_epochs": 20,
+    "prior_hidden": [256],
+}
+VQ_LATENT_DIM = 16
+PRIOR_FILES = {"made": "prior_made.npz", "categorical": "prior_categorical.npz"}
+# Settings added later: a config.json written before them resumes with their defaults.
+LATER_SETTINGS = ("output", "val_fraction", "lr_schedule", "patience", "snapshot_every", "resize", "scale")
+TRAIN_SETTINGS += LATER_SETTINGS
+
 # What ``--resume`` may change: the total epoch count and where the data files are.
 RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
@@ -164,6 +195,26 @@ def _non_negative_float(text: str) -> float:
     return _real(text, positive=False)
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    value = _real(text, positive=False)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _data_name(text: str) -> str:
+    """argparse type: a data set name, or an existing file or folder (made absolute, so that
+    ``--resume`` finds it from any directory)."""
+    if text in datasets.DATASETS:
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(datasets.DATASETS)} or an existing file or folder, got {text!r}")
+    return str(path.resolve())
+
+
 # -- the parser ----------------------------------------------------------------------------------
 def _defaults_help(name: str) -> str:
     """"default: 150 for digits, 20 for mnist and fashion-mnist": the per-data-set defaults of ``name``."""
@@ -199,11 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "epoch), history.csv, config.json and the figures into --out.",
     )
     fit.set_defaults(handler=_train_command)
-    fit.add_argument("--model", choices=("vae", "ae"), default=None,
+    fit.add_argument("--model", choices=("vae", "ae", "vqvae"), default=None,
                      help=f"model (default: {COMMON_DEFAULTS['model']})")
-    fit.add_argument("--data", choices=datasets.DATASETS, default=None,
+    fit.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
                      help=f"data set (default: {COMMON_DEFAULTS['data']}; mnist and fashion-mnist "
-                          "are downloaded once, checksummed, into the cache)")
+                          "are downloaded once, checksummed, into the cache), or your own images: a .npy, "
+                          ".npz (x, optional y), .csv (optional 'label' column) or a folder of PNG/JPEG; "
+                          "integer pixels are divided by 255, floats kept, and must then lie in [0, 1] "
+                          "unless --output gaussian")
     fit.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
                      help="total number of epochs, counting those of a resumed run "
                           f"({_defaults_help('epochs')})")
@@ -244,8 +298,51 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue the run in DIR (its model.npz and config.json) to --epochs epochs "
                           "in total, writing into DIR; other settings come from DIR/config.json")
     fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show a progress line on stderr (default: only when stderr is a terminal)")
+                     help="show a progress line on stderr with elapsed time, ETA and images per second "
+                          "(default: only when stderr is a terminal)")
     fit.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
+    fit.add_argument("--output", choices=("bernoulli", "gaussian"), default=None,
+                     help="decoder likelihood: bernoulli for data in [0, 1], gaussian (unit variance) for "
+                          f"other real-valued data (default: {COMMON_DEFAULTS['output']})")
+    fit.add_argument("--val-fraction", type=_fraction, default=None, metavar="F",
+                     help="hold out this fraction of the training images, drawn with --seed, as the "
+                          "validation set (validation loss, --patience, best.npz, figures of a PATH); "
+                          "0 validates on the test split (default: 0.1 for a PATH, else 0)")
+    fit.add_argument("--patience", type=_positive_int, default=None, metavar="N",
+                     help="stop when the validation loss has not improved for N epochs; needs "
+                          "--val-fraction > 0 (the test split never chooses the model) (default: off)")
+    fit.add_argument("--lr-schedule", choices=schedules.SCHEDULES, default=None,
+                     help="learning rate per epoch: step halves it every epochs/4 epochs, cosine decays it "
+                          "to lr/100 over --epochs, plateau halves it after more than 5 epochs without a "
+                          f"lower validation (else training) loss (default: {COMMON_DEFAULTS['lr_schedule']})")
+    fit.add_argument("--snapshot-every", type=_positive_int, default=None, metavar="N",
+                     help="every N epochs draw reconstructions and samples from fixed z into snapshots/, "
+                          "and at the end an animated snapshots/samples.gif (default: off)")
+    fit.add_argument("--resize", type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
+                     help="a folder of images of several sizes: resample every image to H x W")
+    fit.add_argument("--scale", type=_positive_float, default=None, metavar="S",
+                     help="own data: divide the raw values by S (default: 255 for integers, 1 for floats)")
+    vq = fit.add_argument_group(
+        "VQ-VAE (--model vqvae)",
+        f"The encoder's --latent-dim outputs (default {VQ_LATENT_DIM} for a VQ-VAE) are read as "
+        "latent_dim / code_dim vectors, each replaced by its nearest codebook vector. After training, "
+        "two priors over the codes are fitted on the training set (prior_made.npz, prior_categorical.npz)")
+    vq.add_argument("--code-dim", type=_positive_int, default=None, metavar="D",
+                    help=f"dimension of each code vector; must divide --latent-dim (default: {VQ_DEFAULTS['code_dim']})")
+    vq.add_argument("--num-codes", type=_positive_int, default=None, metavar="K",
+                    help=f"codebook size (default: {VQ_DEFAULTS['num_codes']})")
+    vq.add_argument("--commitment", type=_non_negative_float, default=None, metavar="B",
+                    help=f"weight beta of the commitment term (default: {VQ_DEFAULTS['commitment']})")
+    vq.add_argument("--codebook", choices=("loss", "ema"), default=None,
+                    help=f"learn the codebook by its loss term or by moving averages (default: {VQ_DEFAULTS['codebook']})")
+    vq.add_argument("--decay", type=_non_negative_float, default=None, metavar="G",
+                    help=f"EMA decay, in [0, 1) (default: {VQ_DEFAULTS['decay']})")
+    vq.add_argument("--restart-dead-codes", action="store_true", default=None,
+                    help="after each epoch, move codes no training vector used onto random encoder outputs")
+    vq.add_argument("--prior-epochs", type=_positive_int, default=None, metavar="N",
+                    help=f"epochs of the MADE prior's training (default: {VQ_DEFAULTS['prior_epochs']})")
+    vq.add_argument("--prior-hidden", type=_positive_int, action="extend", nargs="+", default=None, metavar="H",
+                    help=f"hidden widths of the MADE prior (default: {' '.join(map(str, VQ_DEFAULTS['prior_hidden']))})")
 
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint on a data split",
@@ -256,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=_eval_command)
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.npz written by npvae train")
-    evaluate.add_argument("--data", choices=datasets.DATASETS, default=None,
-                          help="data set (default: the one in config.json beside the checkpoint)")
+    evaluate.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
+                          help="data set or your own images (default: the one in config.json beside the "
+                               "checkpoint); for a PATH, test is the held-out validation part")
     evaluate.add_argument("--split", choices=("train", "test"), default="test", help="data split (default: test)")
     evaluate.add_argument("--iw-samples", type=_positive_int, default=100, metavar="K",
                           help="importance samples per example of the IWAE estimate (VAE only; default: "
@@ -285,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the grid (default: samples-n<N>-seed<S>.png beside the checkpoint)")
     sample.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seed of the codes z (default: %(default)s)")
+    sample.add_argument("--prior", choices=tuple(PRIOR_FILES), default="made",
+                        help="VQ-VAE only: the prior over the codes, read beside the checkpoint "
+                             "(default: %(default)s)")
     sample.add_argument("--force", action="store_true", help="replace the PNG if it exists")
 
     plot = commands.add_parser(
@@ -297,6 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run", metavar="RUN", help="a directory written by npvae train")
     plot.add_argument("--data-dir", default=None, metavar="PATH",
                       help="directory with the MNIST / Fashion-MNIST IDX files (default: the one in RUN/config.json)")
+
+    encode = commands.add_parser(
+        "encode", help="write the latent codes of a data split to an .npz",
+        description="Encode every image of a data split. A VAE gives the means and log-variances of "
+                    "q(z|x) (arrays mu, logvar), an AE its codes (array z); the labels come along "
+                    "(array labels, -1 where the data have none).",
+    )
+    encode.set_defaults(handler=_encode_command, binarize=False)
+    encode.add_argument("checkpoint", metavar="MODEL", help="a model.npz or best.npz written by npvae train")
+    encode.add_argument("--data", type=_data_name, default=None, metavar="{digits,mnist,fashion-mnist,PATH}",
+                        help="data set or your own images (default: the one in config.json beside MODEL)")
+    encode.add_argument("--split", choices=("train", "test"), default="test",
+                        help="data split (default: test; for a PATH, test is the held-out validation part)")
+    encode.add_argument("--data-dir", default=None, metavar="PATH",
+                        help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache)")
+    encode.add_argument("--out", default="latents.npz", metavar="NPZ",
+                        help="where to write the codes (default: %(default)s; replaced if it exists)")
     return parser
 
 
@@ -333,6 +451,8 @@ def _describe(model: Autoencoder) -> str:
     shown = ["input_dim", "hidden_dims", "latent_dim", "activation", "output"]
     if isinstance(model, VAE):
         shown.append("beta")
+    if isinstance(model, VQVAE):
+        shown[2:3] = ["num_latents", "code_dim", "num_codes", "beta", "codebook"]
     arguments = ", ".join(f"{name}={config[name]!r}" for name in shown)
     return f"{type(model).__name__}({arguments})"
 
@@ -351,10 +471,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({error})") from None
     except RecursionError:
         raise UserError(f"{path}: JSON nested too deeply to read") from None
-    missing = [name for name in TRAIN_SETTINGS if not isinstance(config, dict) or name not in config]
+    missing = [name for name in TRAIN_SETTINGS
+               if name not in LATER_SETTINGS and (not isinstance(config, dict) or name not in config)]
     if missing:
         raise UserError(f"{path}: missing settings {missing}")
-    return config
+    return {**{name: COMMON_DEFAULTS[name] for name in LATER_SETTINGS}, **config}
 
 
 def _write_config(path: Path, settings: dict[str, Any]) -> None:
@@ -374,8 +495,11 @@ def _load_data(name: str, split: str, data_dir: str | None, dtype: Any) -> datas
     try:
         return datasets.load(name, split, data_dir, dtype=dtype)
     except datasets.DownloadError as error:
-        raise UserError(str(error).replace(datasets.DATA_DIR_HINT, "give --data-dir DIR for a directory that "
-                                           "holds them")) from None
+        raise _download_error(error) from None
+
+
+def _download_error(error: datasets.DownloadError) -> UserError:
+    return UserError(str(error).replace(datasets.DATA_DIR_HINT, "give --data-dir DIR for a directory that holds them"))
 
 
 def _refuse_beyond_memory(needed: float, what: str, advice: str) -> None:
@@ -388,7 +512,10 @@ def _refuse_beyond_memory(needed: float, what: str, advice: str) -> None:
 
 # -- the run directory: lock, stale files -------------------------------------------------------------
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process ``pid`` exists (signal 0 checks without sending anything). On Windows
+    os.kill would terminate it: there every holder counts as alive, and the message says which
+    lock file to remove."""
+    if pid == os.getpid() or os.name == "nt":
         return True
     try:
         os.kill(pid, 0)
@@ -453,7 +580,7 @@ def _remove_stale_temps(run_dir: Path) -> list[Path]:
     removed = []
     for path in run_dir.iterdir():
         match = _TEMP_NAME.fullmatch(path.name)
-        if match and match["name"] in RUN_FILES and path.is_file():
+        if match and match["name"] in (*RUN_FILES, *EXTRA_RUN_FILES) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -466,17 +593,35 @@ def _figure_names(model: Autoencoder) -> list[str]:
 # -- npvae train ------------------------------------------------------------------------------------
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The train settings given on the command line (argparse leaves the others at None)."""
-    return {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in (*TRAIN_SETTINGS, *VQ_DEFAULTS) if getattr(args, name) is not None}
 
 
 def _new_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = _given_settings(args)
     data = given.get("data", COMMON_DEFAULTS["data"])
-    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS[data], **given}
-    if settings["model"] == "ae":
+    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH" if is_path(data) else data], **given}
+    if settings["model"] in ("ae", "vqvae"):
         for name, flag in (("beta", "--beta"), ("kl_warmup", "--kl-warmup")):
             if name in given:
-                raise UserError(f"{flag} applies to --model vae only: an AE has no KL term")
+                model = "an AE" if settings["model"] == "ae" else "a VQ-VAE (its beta is --commitment)"
+                raise UserError(f"{flag} applies to --model vae only: {model} has no KL term")
+    if settings["model"] == "vqvae":
+        settings = {**VQ_DEFAULTS, **settings}
+        if "latent_dim" not in given:
+            settings["latent_dim"] = VQ_LATENT_DIM
+        if not 0 <= settings["decay"] < 1:
+            raise UserError(f"--decay {settings['decay']!r}: expected a value in [0, 1)")
+    else:
+        for name in VQ_DEFAULTS:
+            if name in given:
+                raise UserError(f"--{name.replace('_', '-')} applies to --model vqvae only")
+    if settings["patience"] is not None and settings["val_fraction"] == 0:
+        raise UserError("--patience needs a validation set: give --val-fraction F > 0 (the test split "
+                        "is never used to choose the model)")
+    if not is_path(data):
+        for name, flag in (("resize", "--resize"), ("scale", "--scale")):
+            if name in given:
+                raise UserError(f"{flag} applies to your own data (--data PATH) only")
     return settings
 
 
@@ -484,7 +629,7 @@ def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     saved = _read_config(run_dir / CONFIG_FILE)
     given = _given_settings(args)
     for name, value in given.items():
-        if name not in RESUME_MAY_CHANGE and value != saved[name]:
+        if name not in RESUME_MAY_CHANGE and value != saved.get(name):
             flag = "--" + name.replace("_", "-")
             raise UserError(
                 f"{flag} {value!r} differs from the run's {saved[name]!r} ({run_dir / CONFIG_FILE}): "
@@ -493,18 +638,22 @@ def _resume_settings(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
         raise UserError(f"--out {args.out} differs from --resume {run_dir}: "
                         "a resumed run writes into its own directory")
-    return {name: given.get(name, saved[name]) for name in TRAIN_SETTINGS}
+    return {name: given.get(name, saved[name]) for name in (*TRAIN_SETTINGS, *VQ_DEFAULTS) if name in saved}
 
 
 def _check_config_matches(settings: dict[str, Any], model: Autoencoder, config_path: Path, model_path: Path) -> None:
     """config.json must describe the checkpoint's model: a resume continues that model, and would
     otherwise rewrite config.json with settings that are not the model's."""
     config = model.config()
-    expected = {"model": "vae" if isinstance(model, VAE) else "ae", "hidden": list(config["hidden_dims"]),
+    kind = "vae" if isinstance(model, VAE) else "vqvae" if isinstance(model, VQVAE) else "ae"
+    expected = {"model": kind, "hidden": list(config["hidden_dims"]),
                 "latent_dim": config["latent_dim"], "activation": config["activation"],
                 "dtype": config["dtype"], "seed": config["seed"]}
     if isinstance(model, VAE):
         expected["beta"] = config["beta"]
+    if isinstance(model, VQVAE):
+        expected.update(code_dim=config["code_dim"], num_codes=config["num_codes"], commitment=config["beta"],
+                        codebook=config["codebook"])
     differ = [f"{name} {settings[name]!r} vs {value!r}" for name, value in expected.items() if settings[name] != value]
     if differ:
         raise UserError(f"{config_path} does not describe the model in {model_path} ({'; '.join(differ)}): "
@@ -528,7 +677,7 @@ def _create_out(out: str | None, settings: dict[str, Any]) -> Path:
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         return Path(out)
-    stem = f"{settings['model']}-{settings['data']}-{datetime.now():%Y%m%d-%H%M%S}"
+    stem = f"{settings['model']}-{data_label(settings['data'])}-{datetime.now():%Y%m%d-%H%M%S}"
     Path("runs").mkdir(exist_ok=True)
     for attempt in range(1, 1000):
         path = Path("runs") / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -545,6 +694,7 @@ def _clear_previous_run(run_dir: Path) -> None:
     temp files), so that none of it passes for this run's. Other files are left alone."""
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    clear_previous(run_dir)  # best.npz, report.md, snapshots
     _remove_stale_temps(run_dir)
 
 
@@ -558,27 +708,38 @@ def _build_model(settings: dict[str, Any], input_dim: int) -> Autoencoder:
                 f"{' '.join(map(str, settings['hidden']))}, --latent-dim {settings['latent_dim']})",
         "choose smaller --hidden or --latent-dim")
     arguments = dict(input_dim=input_dim, hidden_dims=settings["hidden"], latent_dim=settings["latent_dim"],
-                     activation=settings["activation"], seed=settings["seed"], dtype=settings["dtype"])
+                     activation=settings["activation"], output=settings["output"], seed=settings["seed"],
+                     dtype=settings["dtype"])
     if settings["model"] == "vae":
         return VAE(beta=settings["beta"], **arguments)
+    if settings["model"] == "vqvae":
+        return VQVAE(num_latents=max(1, settings["latent_dim"] // settings["code_dim"]), code_dim=settings["code_dim"],
+                     num_codes=settings["num_codes"], beta=settings["commitment"], codebook=settings["codebook"],
+                     decay=settings["decay"], restart_dead_codes=settings["restart_dead_codes"], **arguments)
     return AE(**arguments)
 
 
 class _EpochPrinter:
     """Prints the per-epoch table; clears the progress line on stderr first when one is shown."""
 
-    def __init__(self, is_vae: bool, clear_progress: bool) -> None:
+    def __init__(self, is_vae: bool, clear_progress: bool, is_vqvae: bool = False) -> None:
         self.names = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl") if is_vae else ("loss", "val_loss")
+        if is_vqvae:
+            self.names = ("loss", "recon", "kl", "perplexity", "codes_used", "val_loss", "val_recon", "val_kl")
+        # a VQ-VAE's kl field holds its VQ terms
+        self.labels = [{"kl": "vq", "val_kl": "val_vq", "codes_used": "used"}.get(name, name) if is_vqvae else name
+                       for name in self.names]
         self.clear_progress = clear_progress
 
     def header(self) -> None:
-        print(f"{'epoch':>6}" + "".join(f"{name:>11}" for name in self.names) + f"{'seconds':>9}", flush=True)
+        print(f"{'epoch':>6}" + "".join(f"{label:>11}" for label in self.labels) + f"{'seconds':>9}", flush=True)
 
     def epoch(self, epoch: int, history: History) -> None:
         if self.clear_progress:
             sys.stderr.write("\r\033[K")  # erase the progress line so the table row starts at column 0
             sys.stderr.flush()
-        values = "".join(f"{getattr(history, name)[-1]:>11.4f}" for name in self.names)
+        values = "".join(f"{getattr(history, name)[-1]:>11.4f}" if getattr(history, name) else f"{'-':>11}"
+                         for name in self.names)  # "-": own data trained with nothing held out
         print(f"{epoch:>6}{values}{history.seconds[-1]:>9.2f}", flush=True)
 
 
@@ -614,6 +775,7 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
                                          title=f"{name} decoder over the 2-D latent space{not_gaussian}"))
     codes = model.encode(test.x)[0] if is_vae else model.encode(test.x)
     what = "means mu(x)" if is_vae else "codes"
+    test = test._replace(labels=np.maximum(test.labels, 0))  # own data without labels: one colour
     paths.append(plots.save_latent_scatter(codes, test.labels, out / "latent.png",
                                            title=f"{name}: latent {what} of the {data_name} test set"))
     first, last = _interpolation_ends(test.labels)
@@ -623,10 +785,48 @@ def _write_figures(model: Autoencoder, test: datasets.Dataset, history: History,
         decoded, shape, out / "interpolation.png",
         title=f"{name}: from test image {first} (label {test.labels[first]}) "
               f"to test image {last} (label {test.labels[last]})"))
-    curves = history.as_dict()
+    curves = {name: values for name, values in history.as_dict().items() if values}  # no val_* without validation
     if not is_vae:
-        curves = {key: curves[key] for key in ("loss", "val_loss")}
+        curves = {key: curves[key] for key in ("loss", "val_loss") if key in curves}
     paths.append(plots.save_history(curves, out / "history.png", title=f"{name} on {data_name}: training history"))
+    return paths
+
+
+def _fit_priors(model: VQVAE, train_x: np.ndarray, test_x: np.ndarray, settings: dict[str, Any],
+                run_dir: Path) -> dict[str, Any]:
+    """Fit both priors on the training codes, save them beside the model, print their test NLL."""
+    codes, test_codes = model.encode(train_x), model.encode(test_x)
+    made = MADEPrior(model.num_latents, model.num_codes, settings["prior_hidden"], seed=settings["seed"],
+                     dtype=model.dtype)
+    started = time.perf_counter()
+    made.fit(codes, settings["prior_epochs"], lr=settings["lr"], rng=np.random.default_rng([settings["seed"], 1]))
+    priors = {"made": made, "categorical": CategoricalPrior(model.num_latents, model.num_codes,
+                                                            dtype=model.dtype).fit(codes)}
+    print(f"priors over the codes, fitted on the training set ({time.perf_counter() - started:.1f} s); "
+          f"test NLL in nats per example (uniform: {model.num_latents * math.log(model.num_codes):.2f}):")
+    for name, prior in priors.items():
+        checkpoint.save(prior, run_dir / PRIOR_FILES[name])
+        print(f"  {name:<12}{prior.nll(test_codes):>10.4f}   {run_dir / PRIOR_FILES[name]}")
+    return priors
+
+
+def _write_vqvae_figures(model: VQVAE, priors: dict[str, Any], test: datasets.Dataset, history: History,
+                         out: Path, data_name: str, seed: int) -> list[Path]:
+    """A VQ-VAE run's figures: reconstructions, code usage, samples from both priors, history."""
+    from . import plots
+
+    rng = np.random.default_rng(seed)
+    shape = test.image_shape
+    shown = test.x[:FIGURE_RECONSTRUCTIONS]
+    paths = [plots.save_reconstructions(shown, model.reconstruct(shown), shape, out / "reconstructions.png",
+                                        n=FIGURE_RECONSTRUCTIONS, title=f"VQVAE reconstructions ({data_name} test)")]
+    paths.append(plots.save_code_usage({f"{model.codebook_kind} codebook": model.code_counts(test.x)},
+                                       out / "code_usage.png", title=f"VQVAE codebook usage ({data_name} test)"))
+    paths.append(plots.save_side_by_side(
+        [model.sample(FIGURE_SAMPLES, rng, prior=priors[name]) for name in PRIOR_FILES], shape, out / "samples.png",
+        ["MADE (autoregressive) prior", "independent categorical prior"], title="VQVAE: codes drawn from a prior"))
+    curves = {key: value for key, value in history.as_dict().items() if key in ("loss", "val_loss")}
+    paths.append(plots.save_history(curves, out / "history.png", title=f"VQVAE on {data_name}: training history"))
     return paths
 
 
@@ -655,8 +855,8 @@ def _finish_run(run_dir: Path, model: Autoencoder, history: History, settings: d
     missing = [name for name in _figure_names(model) if not (run_dir / name).is_file()]
     written = [history.to_csv(csv_path)]
     if missing:
-        test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
-        written += _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
+        test_data = _run_data(settings)[2]
+        written += _write_figures(model, test_data, history, run_dir, data_label(settings["data"]), settings["seed"])
     return written
 
 
@@ -696,8 +896,16 @@ def _train(args: argparse.Namespace, run_dir: Path | None, settings: dict[str, A
                 print(f"{run_dir} has already trained {len(saved.history)} epochs (--epochs {settings['epochs']}): "
                       "nothing to do; give a larger --epochs to train further")
             return EXIT_OK
-    train_data = _load_data(settings["data"], "train", settings["data_dir"], settings["dtype"])
-    test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
+        if settings["patience"] is not None and schedules.should_stop(saved.history, settings["patience"]):
+            _finish_run(run_dir, saved.model, saved.history, settings)
+            print(f"{run_dir} stopped early after epoch {len(saved.history)} (no improvement for --patience "
+                  f"{settings['patience']} epochs since epoch {schedules.best_epoch(saved.history)}): nothing to do")
+            return EXIT_OK
+    train_data, val_data, test_data = _run_data(settings)
+    # a resumed run keeps the schedule it started with (config.json), even when --epochs grows
+    saved_schedule = _read_config(run_dir / CONFIG_FILE).get("schedule") if resume else None
+    schedule = new_schedule(settings) if saved_schedule is None else schedules.make_schedule(**saved_schedule)
+    data = (train_data, val_data, test_data, schedule)
     if saved is None:  # a new run, or one stopped before its first checkpoint
         model = _build_model(settings, train_data.x.shape[1])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
@@ -707,37 +915,49 @@ def _train(args: argparse.Namespace, run_dir: Path | None, settings: dict[str, A
         model, optimizer, history, rng = saved.model, saved.optimizer, saved.history, saved.rng
         _check_fits(model, train_data)
     if resume:
-        return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, train_data, test_data)
+        return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, *data)
     run_dir = _create_out(args.out, settings)
     with RunLock(run_dir):
         if args.force:
             _clear_previous_run(run_dir)
-        return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, train_data, test_data)
+        return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, *data)
 
 
 def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], model: Autoencoder,
                     optimizer: Adam, history: History, rng: np.random.Generator, train_data: datasets.Dataset,
-                    test_data: datasets.Dataset) -> int:
+                    val_data: datasets.Dataset | None, test_data: datasets.Dataset,
+                    schedule: schedules.Schedule) -> int:
+    extras = RunExtras(settings, schedule, model, optimizer, run_dir, val_data, test_data)
     model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
-    _write_config(config_path, settings)
+    _write_config(config_path, {**settings, "schedule": schedule.config()})
+    label = data_label(settings["data"])
     h, w = train_data.image_shape
     steps = math.ceil(train_data.x.shape[0] / settings["batch_size"])
     done = len(history)
-    print(f"npvae train: {type(model).__name__} on {settings['data']} -> {run_dir}"
+    print(f"npvae train: {type(model).__name__} on {label} -> {run_dir}"
           + (f" (resuming after epoch {done})" if done else ""))
     print(f"  model  {_describe(model)}: {model.num_parameters():,} parameters, {model.dtype}")
-    print(f"  data   {settings['data']} {h}x{w}: train {train_data.x.shape}, test {test_data.x.shape}, "
-          f"{train_data.x.dtype}")
+    parts = [f"train {train_data.x.shape}"]
+    if val_data is not None:
+        parts.append(f"validation {val_data.x.shape} (--val-fraction {settings['val_fraction']:g}, "
+                     f"seed {settings['seed']})")
+    if not is_path(settings["data"]):
+        parts.append(f"test {test_data.x.shape}")
+    print(f"  data   {label} {h}x{w}: {', '.join(parts)}, {train_data.x.dtype}")
     print(f"  train  epochs {done + 1}..{settings['epochs']}, batch {settings['batch_size']} "
           f"({steps} steps per epoch), "
-          f"Adam lr {optimizer.lr:g}, seed {settings['seed']}"
+          f"Adam lr {schedule.lr:g} ({schedule.name} schedule), seed {settings['seed']}"
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
-          + (", dynamic binarization" if settings["binarize"] else ""))
+          + (", dynamic binarization" if settings["binarize"] else "")
+          + (f", early stopping after {settings['patience']} epochs without improvement"
+             if settings["patience"] is not None else ""))
     print(f"  threads {threads.describe(args.threads)}")
-    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress))
+    printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress),
+                            is_vqvae=isinstance(model, VQVAE))
     printer.header()
 
     def save_epoch(epoch: int, history: History) -> None:
+        extras.after_epoch(epoch, history)
         checkpoint.save(model, model_path, optimizer=optimizer, history=history, rng=rng)
         history.to_csv(csv_path)
         printer.epoch(epoch, history)
@@ -748,14 +968,26 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
         epochs = len(checkpoint.load_checkpoint(model_path, training_state=False).history)
         return f"the last good checkpoint (epoch {epochs}) is {model_path}, kept"
 
+    extras.start(history)
     started = time.perf_counter()
     try:
-        train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
-                  optimizer=optimizer, x_val=test_data.x, rng=rng, kl_warmup_epochs=settings["kl_warmup"],
-                  binarize=settings["binarize"], history=history, callbacks=[save_epoch], progress=args.progress,
-                  threads=args.threads)
+        try:
+            train.fit(model, train_data.x, settings["epochs"] - done, batch_size=settings["batch_size"],
+                      optimizer=optimizer, x_val=extras.x_val(), rng=rng, kl_warmup_epochs=settings["kl_warmup"],
+                      binarize=settings["binarize"], history=history,
+                      callbacks=[save_epoch, *extras.trailing_callbacks()], progress=args.progress,
+                      threads=args.threads)
+        except schedules.StopTraining as stop:
+            extras.stop(stop)
+            print(f"npvae: {stop}")
         trained = time.perf_counter() - started
-        figures = _write_figures(model, test_data, history, run_dir, settings["data"], settings["seed"])
+        if isinstance(model, VQVAE):
+            priors = _fit_priors(model, train_data.x, test_data.x, settings, run_dir)
+            figures = [run_dir / name for name in PRIOR_FILES.values()]
+            figures += _write_vqvae_figures(model, priors, test_data, history, run_dir, label, settings["seed"])
+        else:
+            figures = _write_figures(model, test_data, history, run_dir, label, settings["seed"])
+        figures += extras.finish(history, figures, shlex.join(["npvae", *args.argv]))
     except KeyboardInterrupt as interrupt:
         code = EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
         return _report_interrupt(model_path, csv_path, run_dir, settings["epochs"], code)
@@ -788,10 +1020,20 @@ def _plot_command(args: argparse.Namespace) -> int:
         if saved.history is None:
             raise UserError(f"{run_dir / MODEL_FILE} holds no history to draw")
         _check_config_matches(settings, saved.model, run_dir / CONFIG_FILE, run_dir / MODEL_FILE)
-        test_data = _load_data(settings["data"], "test", settings["data_dir"], settings["dtype"])
+        test_data = _run_data(settings)[2]
         _check_fits(saved.model, test_data)
         written = [saved.history.to_csv(run_dir / HISTORY_FILE)]
-        written += _write_figures(saved.model, test_data, saved.history, run_dir, settings["data"], settings["seed"])
+        if isinstance(saved.model, VQVAE):
+            missing = [name for name in PRIOR_FILES.values() if not (run_dir / name).is_file()]
+            if missing:
+                raise UserError(f"{run_dir} lacks {missing}: the VQ-VAE's samples need the priors npvae train fits")
+            priors = {name: _load_checkpoint(str(run_dir / file_name), training_state=False).model
+                      for name, file_name in PRIOR_FILES.items()}
+            written += _write_vqvae_figures(saved.model, priors, test_data, saved.history, run_dir,
+                                            data_label(settings["data"]), settings["seed"])
+        else:
+            written += _write_figures(saved.model, test_data, saved.history, run_dir, data_label(settings["data"]),
+                                      settings["seed"])
     print(f"npvae plot: {type(saved.model).__name__} of {run_dir}, {len(saved.history)} epochs; wrote:")
     for path in written:
         print(f"  {path}")
@@ -837,13 +1079,38 @@ def _check_iwae_cost(model: VAE, n: int, k: int) -> None:
                         "choose a smaller --iw-samples")
 
 
+def _load_split(checkpoint_path: Path, data_name: str, split: str, data_dir: str | None,
+                model: Autoencoder) -> datasets.Dataset:
+    """A split of the data to evaluate or encode a checkpoint on. Own data are split as in training,
+    from the config.json beside the checkpoint (seed, --val-fraction, --scale, --resize); their
+    "test" split is the held-out validation part."""
+    if not is_path(data_name):
+        return _load_data(data_name, split, data_dir, model.dtype)
+    try:
+        config = _read_config(checkpoint_path.parent / CONFIG_FILE)
+    except (UserError, OSError, UnicodeDecodeError):  # no training config: the defaults of a new run
+        config = {}
+    settings = {**COMMON_DEFAULTS, **DATA_DEFAULTS["PATH"], **config, "data": data_name, "output": model.output}
+    train_data, _, test_data = data_splits(settings, model.dtype)
+    return train_data if split == "train" else test_data
+
+
+def _run_data(settings: dict[str, Any]) -> tuple[datasets.Dataset, datasets.Dataset | None, datasets.Dataset]:
+    """(train, validation or None, test) of a run (see ``data_splits``), download errors said in
+    the command line's words."""
+    try:
+        return data_splits(settings, settings["dtype"])
+    except datasets.DownloadError as error:
+        raise _download_error(error) from None
+
+
 def _eval_command(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     saved = _load_checkpoint(args.checkpoint, training_state=False)
     model = saved.model
     data_name, binarize, data_dir = _eval_settings(args, path)
     _check_data_dir(args.data_dir)
-    data = _load_data(data_name, args.split, data_dir, model.dtype)
+    data = _load_split(path, data_name, args.split, data_dir, model)
     _check_fits(model, data)
     if isinstance(model, VAE):
         _check_iwae_cost(model, data.x.shape[0], args.iw_samples)
@@ -876,10 +1143,22 @@ def _eval_command(args: argparse.Namespace) -> int:
         if model.beta != 1.0:
             rows.append((f"training loss, recon + {model.beta:g} KL", terms["loss"]))
         rows.append((f"IWAE -log p(x) estimate, K={args.iw_samples}", -log_likelihood))
+    elif isinstance(model, VQVAE):
+        rows = [("loss, recon + VQ terms", terms["loss"]),
+                ("  reconstruction", terms["recon"]),
+                (f"  VQ terms ({'codebook + ' if model.codebook_kind == 'loss' else ''}{model.beta:g} commitment)",
+                 terms["kl"])]
+        codes = model.encode(x)
+        for name, file_name in PRIOR_FILES.items():
+            if (path.parent / file_name).is_file():
+                rows.append((f"-log p(codes), {name} prior", _load_checkpoint(str(path.parent / file_name), training_state=False).model.nll(codes)))
     else:
         rows = [("reconstruction error (NLL)", terms["recon"])]
     for label, value in rows:
         print(f"{label:<34}{value:>18.4f}")
+    if isinstance(model, VQVAE):
+        print(f"code perplexity {terms['perplexity']:.2f} of {model.num_codes}, "
+              f"{terms['codes_used']:.1%} of the codes used")
     print(f"({time.perf_counter() - started:.1f} s)")
     return EXIT_OK
 
@@ -900,13 +1179,44 @@ def _sample_command(args: argparse.Namespace) -> int:
     needed = (memory_bytes(model.input_dim, model.hidden_dims, model.latent_dim, rows=args.n, dtype=model.dtype)
               + 40 * args.n * model.input_dim)
     _refuse_beyond_memory(needed, f"--n {args.n} samples of {shape[0]}x{shape[1]}", "choose a smaller --n")
-    images = model.sample(args.n, np.random.default_rng(args.seed))
     name = type(model).__name__
-    note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
     ncols = min(args.n, max(8, math.ceil(math.sqrt(args.n))))
-    path = plots.save_image_grid(images, shape, out, title=f"{name}: {args.n} decodings of z ~ N(0, I){note}",
-                                 ncols=ncols)
+    if isinstance(model, VQVAE):
+        prior_path = Path(args.checkpoint).parent / PRIOR_FILES[args.prior]
+        if not prior_path.is_file():
+            raise UserError(f"{prior_path} not found: a VQ-VAE samples through a prior fitted by npvae train")
+        prior = _load_checkpoint(str(prior_path), training_state=False).model
+        images = model.sample(args.n, np.random.default_rng(args.seed), prior=prior)
+        title = f"{name}: {args.n} decodings of codes from the {args.prior} prior"
+    else:
+        images = model.sample(args.n, np.random.default_rng(args.seed))
+        note = "" if isinstance(model, VAE) else " (AE codes are not N(0, I))"
+        title = f"{name}: {args.n} decodings of z ~ N(0, I){note}"
+    path = plots.save_image_grid(images, shape, out, title=title, ncols=ncols)
     print(f"wrote {path} ({args.n} samples of {shape[0]}x{shape[1]}, seed {args.seed})")
+    return EXIT_OK
+
+
+# -- npvae encode -----------------------------------------------------------------------------------
+def _encode_command(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    model = _load_checkpoint(args.checkpoint, training_state=False).model
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"--out {out}: expected a .npz file name")
+    data_name, _, data_dir = _eval_settings(args, path)
+    _check_data_dir(args.data_dir)
+    data = _load_split(path, data_name, args.split, data_dir, model)
+    _check_fits(model, data)
+    if isinstance(model, VAE):
+        mu, logvar = model.encode(data.x)
+        arrays = {"mu": mu, "logvar": logvar}
+    else:
+        arrays = {"z": model.encode(data.x)}
+    arrays["labels"] = data.labels
+    write_atomically(out, lambda file: np.savez(file, **arrays))
+    shapes = ", ".join(f"{name} {array.shape}" for name, array in arrays.items())
+    print(f"wrote {out}: {shapes} ({data_label(data_name)} {args.split}, {type(model).__name__} from {path})")
     return EXIT_OK
 
 
@@ -922,7 +1232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     or corrupt files, data that does not fit, a refused directory) print ``npvae: error: ...``
     on stderr and return 1. SIGTERM is handled as Ctrl-C while the command runs (exit 143).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for report.md
     handler: Callable[[argparse.Namespace], int] = args.handler
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _checks
 from .nn import Module
 
 __all__ = ["GradcheckEntry", "GradcheckReport", "gradcheck", "gradcheck_module",
@@ -244,8 +245,7 @@ def gradcheck_module(
             f"module: {type(module).__name__} has no forward(x) of its own (a model? check its "
             "loss_and_grads with gradcheck instead)"
         )
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    _checks.generator(rng)
     step, rtol, atol = _check_settings(step, rtol, atol)
     _check_float64("x", x)
     for name, parameter in module.named_parameters():

@@ -23,6 +23,7 @@ __all__ = ["History"]
 
 _TRAIN_FIELDS = ("loss", "recon", "kl", "seconds", "kl_weight")
 _VAL_FIELDS = ("val_loss", "val_recon", "val_kl")
+_CODE_FIELDS = ("perplexity", "codes_used")  # a VQ-VAE's code usage; empty for the other models
 _CSV_COLUMNS = ("epoch", "loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight")
 
 
@@ -55,6 +56,11 @@ class History:
         Wall-clock time of each epoch, validation included.
     kl_weight : list of float
         KL weight of the epoch's last step (0 for an AE).
+    perplexity, codes_used : list of float
+        VQ-VAE only (empty for the other models): the perplexity of the code assignments of the
+        epoch's training steps and the fraction of the codebook they used (``VQVAE.end_epoch``).
+        For a VQ-VAE, ``kl`` holds its VQ terms (codebook + beta * commitment) and ``loss =
+        recon + kl``.
 
     ``len(history)`` is the number of epochs recorded.
     """
@@ -67,8 +73,11 @@ class History:
     val_kl: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     kl_weight: list[float] = field(default_factory=list)
+    perplexity: list[float] = field(default_factory=list)
+    codes_used: list[float] = field(default_factory=list)
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight")
+    FIELDS: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl", "val_loss", "val_recon", "val_kl", "seconds", "kl_weight",
+                                         "perplexity", "codes_used")
 
     def __post_init__(self) -> None:
         for name in self.FIELDS:
@@ -90,6 +99,9 @@ class History:
                     f"{name}: expected {epochs} values (one per epoch) or none, for all of "
                     f"{_VAL_FIELDS} alike; got lengths {[len(getattr(self, v)) for v in _VAL_FIELDS]}"
                 )
+        for name in _CODE_FIELDS:
+            if len(getattr(self, name)) not in (0, epochs):
+                raise ValueError(f"{name}: expected {epochs} values (one per epoch) or none, got {len(getattr(self, name))}")
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -126,15 +138,17 @@ class History:
 
         Columns: ``epoch,loss,recon,kl,val_loss,val_recon,val_kl,seconds,kl_weight``, epoch
         from 1, floats written with ``repr`` (they read back exactly); validation cells are
-        empty when there was no validation set.
+        empty when there was no validation set. A VQ-VAE's history adds the columns
+        ``perplexity,codes_used``.
         """
         path = _checks.file_path(path)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
+        columns = _CSV_COLUMNS + (_CODE_FIELDS if self.perplexity else ())
+        writer.writerow(columns)
         for index in range(len(self)):
             row = [str(index + 1)]
-            for name in _CSV_COLUMNS[1:]:
+            for name in columns[1:]:
                 values = getattr(self, name)
                 row.append(repr(values[index]) if values else "")
             writer.writerow(row)

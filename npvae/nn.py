@@ -5,8 +5,12 @@ A module's ``forward(x)`` computes its output and caches what its backward needs
 gradient into ``Parameter.grad`` (gradients accumulate until ``zero_grad()``, as in PyTorch).
 
 Work buffers: a module reuses its output and gradient arrays between calls with the same batch
-shape (a training step's remaining allocations are small: see docs/derivations.md). The array a ``forward`` or ``backward`` returns is
-therefore owned by the module and is overwritten by its next call: copy it to keep it.
+shape, so a training step allocates only small temporaries (measured in docs/derivations.md,
+section 12). The array a ``forward`` or ``backward`` returns is therefore owned by the module
+and is overwritten by its next call: copy it to keep it.
+
+The hot operations are kernels (``npvae.kernels``): ``Dense`` reads as its formulas and calls
+``kernels.affine``, ``kernels.matmul`` and ``kernels.column_sums``.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ __all__ = [
     "save_history",
     "save_side_by_side",
     "save_beta_sweep",
+    "save_code_usage",
 ]
 
 _DPI = 100
@@ -661,3 +662,54 @@ def _check_images(name: str, images: object, image_shape: tuple[int, int]) -> np
             f"got {arr.shape}"
         )
     return _as_array(name, arr, ndim=2)
+
+
+def save_code_usage(
+    counts: Mapping[str, Sequence[int]],
+    path: str | os.PathLike[str],
+    title: str = "Codebook usage",
+) -> Path:
+    """Bar charts of how often each codebook vector is assigned (a VQ-VAE's code usage).
+
+    One panel per entry of ``counts``, side by side (e.g. the loss and the EMA codebook): code
+    index against the fraction of latent vectors assigned to it, with the perplexity
+    exp(-sum_k p_k log p_k) and the number of codes used in the panel title.
+
+    Parameters
+    ----------
+    counts : Mapping[str, Sequence[int]]
+        Panel title -> assignment counts per code (``VQVAE.code_counts(x)``), non-negative, not all 0.
+    path : str or os.PathLike
+        Where to write the PNG (must end in ``.png``; missing parent directories are created).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, now holding the PNG.
+    """
+    path = _check_path(path)
+    if not isinstance(counts, Mapping) or not counts:
+        raise TypeError(f"counts: expected a non-empty mapping of panel title -> counts, got {type(counts).__name__}")
+    panels = {}
+    for name, values in counts.items():
+        values = _as_array(f"counts[{name!r}]", values, ndim=1)
+        if values.size == 0 or (values < 0).any() or values.sum() == 0:
+            raise ValueError(f"counts[{name!r}]: expected non-negative counts, not all 0, got {values.size} values")
+        panels[name] = values / values.sum()
+    fig = _new_figure((5.0 * len(panels), 3.6))
+    for col, (name, fractions) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), col + 1)
+        used = fractions[fractions > 0]
+        perplexity = float(np.exp(-np.sum(used * np.log(used))))
+        ax.bar(np.arange(fractions.size), fractions, width=1.0, color="C0", edgecolor="white", linewidth=0.3)
+        ax.axhline(1.0 / fractions.size, color="C3", linestyle="--", linewidth=1, label="uniform use")
+        ax.set_xlim(-0.5, fractions.size - 0.5)
+        ax.set_xlabel("code index")
+        ax.set_ylabel("fraction of latent vectors")
+        ax.set_title(f"{name}\nperplexity {perplexity:.1f}, {used.size} of {fractions.size} codes used",
+                     fontsize="medium")
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -37,6 +37,7 @@ from . import _kernels as kernels
 from . import threads as _threads
 from .history import History
 from .models.base import Autoencoder
+from .models.vqvae import VQVAE, code_usage
 from .nn import Parameter
 from .optim import Adam, Optimizer
 
@@ -153,7 +154,9 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl.
+        ``{"loss", "recon", "kl"}``: means over examples of recon + beta * kl, recon, kl. For a
+        VQ-VAE ``kl`` is its VQ terms, ``loss = recon + kl``, and the dict adds ``perplexity``
+        and ``codes_used`` of the code assignments of x (see ``npvae.models.vqvae.code_usage``).
 
     Raises
     ------
@@ -174,21 +177,31 @@ def evaluate(
             f"x: the model's loss on these data is not finite ({metrics}): its computation overflows "
             f"{model.dtype} (largest |x| = {_max_abs(x):.3g}; rescale the data)"
         )
+    if isinstance(model, VQVAE):
+        metrics["perplexity"], metrics["codes_used"] = code_usage(model.code_counts(x, batch_size))
     return metrics
 
 
 # -- progress display --------------------------------------------------------------------------
 class _Progress:
-    """A one-line status on a text stream, rewritten in place with \\r (at most ~10 times a second)."""
+    """A one-line status on a text stream, rewritten in place with \r (at most ~10 times a second).
+
+    Besides the epoch, batch and loss it shows the time since ``fit`` started, the estimated time
+    left (elapsed * remaining steps / steps done: the run so far predicts the rest) and the
+    training throughput in images per second.
+    """
 
     _INTERVAL_SECONDS = 0.1
 
-    def __init__(self, stream: TextIO, last_epoch: int, batches_per_epoch: int) -> None:
+    def __init__(self, stream: TextIO, first_epoch: int, last_epoch: int, batches_per_epoch: int) -> None:
         self.stream = stream
+        self.first_epoch = first_epoch
         self.last_epoch = last_epoch
         self.batches_per_epoch = batches_per_epoch
         self.width = 0
         self.shown_at = -math.inf
+        self.started = time.perf_counter()
+        self.images = 0
 
     def _show(self, text: str) -> None:
         self.stream.write("\r" + text.ljust(self.width))
@@ -196,20 +209,38 @@ class _Progress:
         self.width = len(text)
         self.shown_at = time.perf_counter()
 
-    def batch(self, epoch: int, batch: int, loss: float) -> None:
+    def _timing(self, steps_done: int) -> str:
+        elapsed = time.perf_counter() - self.started
+        steps_total = (self.last_epoch - self.first_epoch + 1) * self.batches_per_epoch
+        remaining = elapsed * (steps_total - steps_done) / max(steps_done, 1)
+        rate = self.images / elapsed if elapsed > 0 else 0.0
+        return f"  {_clock(elapsed)} elapsed  ETA {_clock(remaining)}  {rate:,.0f} img/s"
+
+    def batch(self, epoch: int, batch: int, loss: float, rows: int) -> None:
+        self.images += rows
         if time.perf_counter() - self.shown_at >= self._INTERVAL_SECONDS:
-            self._show(f"epoch {epoch}/{self.last_epoch}  batch {batch}/{self.batches_per_epoch}  loss {loss:.4g}")
+            steps_done = (epoch - self.first_epoch) * self.batches_per_epoch + batch
+            self._show(f"epoch {epoch}/{self.last_epoch}  batch {batch}/{self.batches_per_epoch}  loss {loss:.4g}"
+                       + self._timing(steps_done))
 
     def epoch(self, epoch: int, history: History) -> None:
         text = f"epoch {epoch}/{self.last_epoch}  loss {history.loss[-1]:.4g}"
         if history.has_validation:
             text += f"  val_loss {history.val_loss[-1]:.4g}"
-        self._show(text + f"  {history.seconds[-1]:.2f} s")
+        steps_done = (epoch - self.first_epoch + 1) * self.batches_per_epoch
+        self._show(text + f"  {history.seconds[-1]:.2f} s" + self._timing(steps_done))
 
     def close(self) -> None:
         if self.width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    """1:05 for 65 s, 1:01:05 past an hour."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _progress_stream(progress: bool | None) -> TextIO | None:
@@ -250,7 +281,8 @@ class _Epochs:
         self.model, self.optimizer, self.x_train = model, optimizer, x_train
         self.batch_size, self.binarize, self.rng = batch_size, binarize, rng
         self.batches = math.ceil(x_train.shape[0] / batch_size)
-        self.beta = float(getattr(model, "beta", 0.0))
+        # the weight of the kl field in the loss; a VQ-VAE's beta weighs its commitment term inside it
+        self.beta = 1.0 if isinstance(model, VQVAE) else float(getattr(model, "beta", 0.0))
         self.warmup_steps = kl_warmup_epochs * self.batches
         parameters = model.parameters()
         self.gradients = _flat_buffers([parameter.grad for parameter in parameters])
@@ -277,7 +309,9 @@ class _Epochs:
                 recon_sum += model.last_recon * x_batch.shape[0]
                 kl_sum += model.last_kl * x_batch.shape[0]
                 if display is not None:
-                    display.batch(epoch, batch, self.loss)
+                    display.batch(epoch, batch, self.loss, x_batch.shape[0])
+        if isinstance(model, VQVAE):  # the epoch's code usage; dead-code restarts draw from rng
+            self.code_usage = model.end_epoch(self.rng)
         return recon_sum / n, kl_sum / n, kl_weight
 
     def _step_error(self, epoch: int, batch: int, first_step: bool) -> TrainingError:
@@ -384,7 +418,8 @@ def fit(
     rng : numpy.random.Generator or None
         The one source of randomness, used in this order: each epoch a permutation of the
         training rows; each step the binarization draws (if ``binarize``) and then the VAE's
-        noise eps; after the epoch the validation noise. Pass the generator restored from a
+        noise eps; after the epoch a VQ-VAE's dead-code restarts (if enabled), then the
+        validation noise. Pass the generator restored from a
         checkpoint to resume a run exactly. It is advanced in place.
     kl_warmup_epochs : int
         Epochs over which the VAE's KL weight rises linearly, per step, from 0 to beta (0: no
@@ -461,7 +496,7 @@ def fit(
     loop = _Epochs(model, optimizer, x_train, batch_size, binarize, rng, kl_warmup_epochs)
     first_epoch, last_epoch = len(history) + 1, len(history) + epochs
     stream = _progress_stream(progress)
-    display = _Progress(stream, last_epoch, loop.batches) if stream is not None else None
+    display = _Progress(stream, first_epoch, last_epoch, loop.batches) if stream is not None else None
     with _threads.limited(threads):
         try:
             for epoch in range(first_epoch, last_epoch + 1):
@@ -470,6 +505,9 @@ def fit(
                 loop.check_state(epoch)
                 metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch)
                 _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
+                if isinstance(model, VQVAE):
+                    history.perplexity.append(loop.code_usage[0])
+                    history.codes_used.append(loop.code_usage[1])
                 if display is not None:
                     display.epoch(epoch, history)
                 for callback in callbacks:

@@ -366,7 +366,7 @@ def test_load_rejects_a_parameter_of_another_dtype(full_checkpoint, tmp_path):
 @pytest.mark.parametrize(
     ("replace", "match"),
     [
-        ({"model_class": np.array("GAN")}, "model_class: expected one of \\['AE', 'VAE'\\], got 'GAN'"),
+        ({"model_class": np.array("GAN")}, "model_class: expected one of \\['AE', 'CategoricalPrior', 'MADEPrior', 'VAE', 'VQVAE'\\], got 'GAN'"),
         ({"model_class": np.array(["VAE"])}, "model_class: expected a 0-d string"),
         ({"model_config": np.array("{not json")}, "model_config: not valid JSON"),
         ({"model_config": np.array("[1, 2]")}, "model_config: expected a JSON object"),

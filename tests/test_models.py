@@ -596,3 +596,11 @@ def test_memory_bytes_counts_parameters_and_work_and_refuses_what_is_not_a_size(
         npvae.models.memory_bytes(784, [0], 2, rows=1)
     with pytest.raises(ValueError, match="^rows: "):
         npvae.models.memory_bytes(784, [10], 2, rows=0)
+
+
+def test_models_print_shape_activation_likelihood_dtype_and_size():
+    vae = VAE(784, [400], 20, activation="relu", dtype=np.float32)
+    assert repr(vae) == "VAE(784 -> [400] -> 20, relu, bernoulli, float32, 0.65 M params)"  # 652,824 parameters
+    small = AE(6, [5, 4], 2, output="gaussian")
+    assert repr(small) == f"AE(6 -> [5, 4] -> 2, leaky_relu, gaussian, float64, {small.num_parameters()} params)"
+    assert "beta=4," in repr(VAE(6, [5], 2, beta=4.0))

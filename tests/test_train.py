@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import math
 import sys
 
@@ -524,3 +525,15 @@ def test_fit_raises_on_an_optimizer_state_that_overflowed_instead_of_returning()
     # the same data a thousand times smaller train normally: the check is not a false alarm
     model = AE(6, (5,), 2, output="gaussian", dtype=np.float32, seed=0)
     fit(model, x / 1e3, epochs=1, optimizer=Adam(model.parameters(), lr=1e-3))
+
+
+def test_progress_shows_elapsed_time_eta_and_throughput(capsys):
+    fit(small_ae(), DIGITS_TRAIN[:100], 2, batch_size=50, progress=True)
+    last = capsys.readouterr().err.rsplit("\r", 1)[-1]
+    assert re.search(r"epoch 2/2 .* \d+:\d\d elapsed  ETA 0:00  [\d,]+ img/s", last), last
+
+
+def test_progress_clock_format():
+    from npvae.train import _clock
+
+    assert [_clock(s) for s in (0.4, 65, 3600 + 61)] == ["0:00", "1:05", "1:01:01"]

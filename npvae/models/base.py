@@ -140,6 +140,17 @@ class Autoencoder(Module):
             "dtype": str(self.dtype),
         }
 
+    def __repr__(self) -> str:
+        """``VAE(784 -> [400] -> 20, relu, bernoulli, float32, 0.65 M params)``: the shape of the
+        network, its activation, likelihood, dtype and size (and beta when it is not 1)."""
+        count = self.num_parameters()
+        size = f"{count / 1e6:.2f} M params" if count >= 10_000 else f"{count:,} params"
+        hidden = ", ".join(map(str, self.hidden_dims))
+        beta = getattr(self, "beta", 1.0)
+        extra = f", beta={beta:g}" if beta != 1.0 else ""
+        return (f"{type(self).__name__}({self.input_dim} -> [{hidden}] -> {self.latent_dim}, {self.activation}, "
+                f"{self.output}, {self.dtype}{extra}, {size})")
+
     def _build_decoder(self, rng: np.random.Generator) -> Sequential:
         sizes = (self.latent_dim, *reversed(self.hidden_dims), self.input_dim)
         return mlp(sizes, self.activation, self.negative_slope, rng, self.dtype, final_activation=False)
