@@ -950,8 +950,8 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
           + (f", KL warm-up {settings['kl_warmup']} epochs" if settings["kl_warmup"] else "")
           + (", dynamic binarization" if settings["binarize"] else "")
           + (f", early stopping after {settings['patience']} epochs without improvement"
-             if settings["patience"] is not None else ""))
-    print(f"  threads {threads.describe(args.threads)}")
+             if settings["patience"] is not None else "")
+          + f"; {threads.describe(args.threads)}")
     printer = _EpochPrinter(isinstance(model, VAE), clear_progress=_progress_shown(args.progress),
                             is_vqvae=isinstance(model, VQVAE))
     printer.header()
@@ -1133,8 +1133,8 @@ def _eval_command(args: argparse.Namespace) -> int:
     epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
     print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
     binarized = ", binarized (one draw)" if binarize else ""
-    print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}")
-    print(f"  threads {threads.describe(args.threads)}")
+    print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}; "
+          f"{threads.describe(args.threads)}")
     print(f"{'':<34}{'nats per example':>18}")
     if isinstance(model, VAE):
         rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),

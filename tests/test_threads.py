@@ -100,9 +100,9 @@ def test_train_and_eval_headers_say_how_many_threads(tmp_path, capsys, monkeypat
     out = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--hidden", "8", "--out", str(out), "--threads", "2",
                  "--no-progress"]) == 0
-    assert "threads 2 BLAS threads" in capsys.readouterr().out
+    assert "; 2 BLAS threads (chosen" in capsys.readouterr().out
     assert main(["eval", str(out / "model.npz"), "--iw-samples", "2"]) == 0
-    assert f"threads {threads.DEFAULT_THREADS} BLAS thread" in capsys.readouterr().out
+    assert f"; {threads.DEFAULT_THREADS} BLAS thread (default" in capsys.readouterr().out
 
 
 def test_cli_refuses_a_zero_thread_count(tmp_path, capsys):
