@@ -371,7 +371,7 @@ def peak_memory_mb(args: argparse.Namespace) -> float:
 def memory_child(args: argparse.Namespace) -> None:
     x_train, _, _ = load_data(args.data, args.data_dir)
     model, optimizer = npvae_model(np.float32)
-    npvae_fit_epoch(model, optimizer, x_train, np.random.default_rng(0))
+    npvae_fit_epoch(model, optimizer, x_train, np.random.default_rng(0), args.threads)
     with open("/proc/self/status") as status:
         print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 
