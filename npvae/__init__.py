@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 import sys
 
 from . import _kernels as kernels
-from . import check, datasets, interop
+from . import check, datasets, interop, threads
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import GradcheckReport, gradcheck, gradcheck_module
@@ -38,6 +38,7 @@ __all__ = [
     "SGD", "Sequential", "Sigmoid", "Tanh", "TrainingError", "VAE", "bce_with_logits",
     "check", "clip_grad_norm", "datasets", "evaluate", "fit", "gaussian_kl", "gaussian_nll", "gradcheck",
     "gradcheck_module", "interop", "kernels", "load", "load_checkpoint", "plots", "save", "squared_error",
+    "threads",
     "__version__",
     "VQVAE", "MADEPrior", "CategoricalPrior",
 ]

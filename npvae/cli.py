@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, datasets, schedules, train
+from . import __version__, checkpoint, datasets, schedules, threads, train
 from ._memory import available_memory, format_bytes
 from ._run_extras import EXTRA_RUN_FILES, RunExtras, clear_previous, data_label, data_splits, is_path, new_schedule
 from .activations import ACTIVATIONS
@@ -237,6 +237,10 @@ def _defaults_help(name: str) -> str:
     return "default: " + ", ".join(f"{shown} for {' and '.join(names)}" for shown, names in groups.items())
 
 
+_THREADS_HELP = (f"BLAS threads (default: {threads.DEFAULT_THREADS}, which does not collapse when another "
+                 "process keeps a core busy; more can be faster on a machine you have to yourself)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``npvae`` argument parser with its three subcommands."""
     parser = argparse.ArgumentParser(
@@ -308,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress line on stderr with elapsed time, ETA and images per second "
                           "(default: only when stderr is a terminal)")
+    fit.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
     fit.add_argument("--output", choices=("bernoulli", "gaussian"), default=None,
                      help="decoder likelihood: bernoulli for data in [0, 1], gaussian (unit variance) for "
                           f"other real-valued data (default: {COMMON_DEFAULTS['output']})")
@@ -376,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate on the data binarized once, each pixel 0 or 1 with its intensity as "
                                "probability (drawn from --seed), as a model trained with --binarize sees "
                                "them (default: the setting in config.json beside the checkpoint, else off)")
+    evaluate.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
 
     sample = commands.add_parser(
         "sample", help="decode z ~ N(0, I) with a checkpoint's decoder into an image grid",
@@ -1042,7 +1048,8 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
           + (", dynamic binarization" if settings["binarize"] else "")
           + (f", early stopping after {settings['patience']} epochs without improvement"
              if settings["patience"] is not None else "")
-          + (f", IWAE objective L_{settings['iw_samples']}" if settings["iw_samples"] > 1 else ""))
+          + (f", IWAE objective L_{settings['iw_samples']}" if settings["iw_samples"] > 1 else "")
+          + f"; {threads.describe(args.threads)}")
     printer = _EpochPrinter(isinstance(model, (VAE, CVAE)), clear_progress=_progress_shown(args.progress),
                             is_vqvae=isinstance(model, VQVAE))
     printer.header()
@@ -1067,7 +1074,8 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
                       optimizer=optimizer, x_val=extras.x_val(), rng=rng, kl_warmup_epochs=settings["kl_warmup"],
                       binarize=settings["binarize"], history=history, iw_samples=settings["iw_samples"],
                       y_train=_labels_of(model, train_data), y_val=extras.y_val(),
-                      callbacks=[save_epoch, *extras.trailing_callbacks()], progress=args.progress)
+                      callbacks=[save_epoch, *extras.trailing_callbacks()], progress=args.progress,
+                      threads=args.threads)
         except schedules.StopTraining as stop:
             extras.stop(stop)
             print(f"npvae: {stop}")
@@ -1215,11 +1223,13 @@ def _eval_command(args: argparse.Namespace) -> int:
     labels = _labels_of(model, data)
     started = time.perf_counter()
     try:
-        terms = train.evaluate(model, x, rng=rng, y=labels)
-        if isinstance(model, VAE):
-            log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng).mean())
-        elif isinstance(model, CVAE):
-            log_likelihood = float(model.log_likelihood(x, labels, k=args.iw_samples, rng=rng).mean())
+        with threads.limited(args.threads):
+            terms = train.evaluate(model, x, rng=rng, y=labels)
+            if isinstance(model, VAE):
+                log_likelihood = float(model.log_likelihood(x, k=args.iw_samples, rng=rng,
+                                                            threads=args.threads).mean())
+            elif isinstance(model, CVAE):
+                log_likelihood = float(model.log_likelihood(x, labels, k=args.iw_samples, rng=rng).mean())
     except ValueError:  # the data were checked (pixels in [0, 1]); what overflows is the model
         largest = max(float(np.abs(value).max()) for value in model.state_dict().values())
         raise UserError(f"{path}: the model's loss overflows {model.dtype} on --data {data_name} (pixels in [0, 1]): "
@@ -1229,7 +1239,8 @@ def _eval_command(args: argparse.Namespace) -> int:
     epochs = "" if saved.history is None else f", {len(saved.history)} epoch{'s' * (len(saved.history) != 1)}"
     print(f"npvae eval: {type(model).__name__} from {path}{epochs}")
     binarized = ", binarized (one draw)" if binarize else ""
-    print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}")
+    print(f"  data {data.name} {args.split}: {x.shape[0]} images of {h}x{w}{binarized}; seed {args.seed}; "
+          f"{threads.describe(args.threads)}")
     print(f"{'':<34}{'nats per example':>18}")
     if isinstance(model, (VAE, CVAE)):
         rows = [("negative ELBO (1 z per example)", terms["recon"] + terms["kl"]),

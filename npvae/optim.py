@@ -287,6 +287,12 @@ class Adam(Optimizer):
     ``eps`` must be at least the smallest normal number of the parameters' dtype (1.2e-38 in
     float32): a smaller one vanishes from the denominator, which is then 0 for a zero gradient.
 
+    The fast kernels keep m and v unscaled between folds every 50 steps (``kernels.adam_update``):
+    reading them (``exp_avg``, ``exp_avg_sq``, ``state_dict``) folds the scales in first, so what
+    is read is always m and v, and a run resumed from a ``state_dict`` continues bit for bit like
+    the run that wrote it. (Reading changes when the fold happens, so a run that reads its state
+    mid-way may differ from one that does not by rounding, never by more.)
+
     One departure from torch, for speed: every 50 steps, entries of m and v that have decayed
     below the smallest normal float are set to 0 (``kernels.flush_subnormals``, fast kernels only); on MNIST the
     parameters stay bit-identical to those of the unflushed update (checked over 3 epochs).
@@ -312,11 +318,31 @@ class Adam(Optimizer):
         self.beta2 = self._check_hyperparameter("beta2", betas[1], "betas[1]")
         self.eps = self._check_hyperparameter("eps", eps)
         self.weight_decay = self._check_hyperparameter("weight_decay", weight_decay)
-        self.exp_avg = self._state_buffer()
-        self.exp_avg_sq = self._state_buffer()
+        # m = c1 * _exp_avg and v = c2 * _exp_avg_sq with (c1, c2) = _scales: the fast kernel
+        # keeps the arrays unscaled between folds (kernels.adam_update); read them through
+        # exp_avg / exp_avg_sq, which fold the scales in first
+        self._exp_avg = self._state_buffer()
+        self._exp_avg_sq = self._state_buffer()
+        self._scales = [1.0, 1.0]
         # scratch for g^2 and the step direction, as large as the largest block: the fast kernels'
         # blocks are small, so it stays in cache and never goes to memory
         self._work = np.empty(0, dtype=self.dtype)
+
+    @property
+    def exp_avg(self) -> np.ndarray:
+        """m, the running mean of the gradients (the array itself, with any pending scale folded in)."""
+        self._normalize()
+        return self._exp_avg
+
+    @property
+    def exp_avg_sq(self) -> np.ndarray:
+        """v, the running mean of the squared gradients (the array itself, scale folded in)."""
+        self._normalize()
+        return self._exp_avg_sq
+
+    def _normalize(self) -> None:
+        if self._scales != [1.0, 1.0]:
+            kernels.normalize_adam([self._exp_avg], [self._exp_avg_sq], self._scales)
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -341,29 +367,12 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         self.steps += 1
-        bias_correction1 = 1.0 - self.beta1**self.steps
-        bias_correction2_sqrt = float(np.sqrt(1.0 - self.beta2**self.steps))
-        # sqrt(v) / sqrt(bc2) + eps = (sqrt(v) + eps * sqrt(bc2)) / sqrt(bc2): the division by
-        # sqrt(bc2) moves into the scalar step, saving a pass over memory
-        step_size = self.lr * bias_correction2_sqrt / bias_correction1
-        eps = self.eps * bias_correction2_sqrt
-        blocks = self._blocks(self.exp_avg, self.exp_avg_sq)
+        blocks = self._blocks(self._exp_avg, self._exp_avg_sq)
         if self._work.size < self._largest_block:
             self._work = np.empty(self._largest_block, dtype=self.dtype)
-        for value, grad, exp_avg, exp_avg_sq in blocks:
-            work = self._work[: value.size]
-            if value.ndim != 1:  # the reference kernels update whole parameters, of any shape
-                work = work.reshape(value.shape)
-            if self.weight_decay:
-                grad = grad + self.weight_decay * value
-            kernels.moving_average(exp_avg, grad, self.beta1)  # m = beta1 * m + (1 - beta1) * g
-            np.multiply(grad, grad, out=work)
-            kernels.moving_average(exp_avg_sq, work, self.beta2)  # v = beta2 * v + (1 - beta2) * g^2
-            np.sqrt(exp_avg_sq, out=work)
-            work += eps
-            np.divide(exp_avg, work, out=work)
-            kernels.add_scaled(value, -step_size, work)  # p = p - step_size * m / (sqrt(v) + eps)
-        kernels.flush_subnormals(self.steps, [self.exp_avg, self.exp_avg_sq])
+        hyper = (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+        kernels.adam_update(blocks, self._work, self.steps, hyper, self._scales)
+        kernels.flush_subnormals(self.steps, [self._exp_avg, self._exp_avg_sq])
 
 
 def _rescaled_norm(params: list[Parameter], max_norm: float) -> tuple[float, float]:

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _checks
 from . import _kernels as kernels
+from . import threads as _threads
 from .history import History
 from .models.base import Autoencoder
 from .models.cvae import CVAE
@@ -434,6 +435,7 @@ def fit(
     iw_samples: int = 1,
     y_train: Any = None,
     y_val: Any = None,
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` in place for ``epochs`` epochs of minibatch descent; return the history.
 
@@ -488,6 +490,10 @@ def fit(
     y_train, y_val : integer arrays (n,), (m,) or None
         Class labels of ``x_train`` and ``x_val`` (0 .. num_classes - 1): required by a CVAE
         (each batch is trained with its rows' labels), refused by the other models.
+    threads : int or None
+        BLAS threads for the run (``npvae.threads.limited``), restored afterwards; None uses
+        ``npvae.threads.DEFAULT_THREADS`` (1: the measurements are in ``npvae/threads.py``).
+        Results are identical for a fixed seed and thread count.
 
     Returns
     -------
@@ -523,6 +529,7 @@ def fit(
     kl_warmup_epochs = _checks.int_at_least("kl_warmup_epochs", kl_warmup_epochs, 0)
     binarize = _checks.boolean("binarize", binarize)
     progress = _checks.boolean("progress", progress, allow_none=True)
+    threads = _threads.resolve(threads)
     x_train = model.validate(x_train, name="x_train")
     if binarize and (x_train.min() < 0 or x_train.max() > 1):
         raise ValueError(
@@ -548,21 +555,22 @@ def fit(
     first_epoch, last_epoch = len(history) + 1, len(history) + epochs
     stream = _progress_stream(progress)
     display = _Progress(stream, first_epoch, last_epoch, loop.batches) if stream is not None else None
-    try:
-        for epoch in range(first_epoch, last_epoch + 1):
-            started = time.perf_counter()
-            recon, kl, kl_weight = loop.train(epoch, epoch == first_epoch, display)
-            loop.check_state(epoch)
-            metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch, y_val)
-            _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
-            if isinstance(model, VQVAE):
-                history.perplexity.append(loop.code_usage[0])
-                history.codes_used.append(loop.code_usage[1])
+    with _threads.limited(threads):
+        try:
+            for epoch in range(first_epoch, last_epoch + 1):
+                started = time.perf_counter()
+                recon, kl, kl_weight = loop.train(epoch, epoch == first_epoch, display)
+                loop.check_state(epoch)
+                metrics = None if x_val is None else _validate_epoch(model, x_val, rng, epoch, y_val)
+                _record(history, loop.beta, recon, kl, kl_weight, metrics, time.perf_counter() - started)
+                if isinstance(model, VQVAE):
+                    history.perplexity.append(loop.code_usage[0])
+                    history.codes_used.append(loop.code_usage[1])
+                if display is not None:
+                    display.epoch(epoch, history)
+                for callback in callbacks:
+                    callback(epoch, history)
+        finally:
             if display is not None:
-                display.epoch(epoch, history)
-            for callback in callbacks:
-                callback(epoch, history)
-    finally:
-        if display is not None:
-            display.close()
+                display.close()
     return history
