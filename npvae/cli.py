@@ -242,7 +242,7 @@ _THREADS_HELP = (f"BLAS threads (default: {threads.DEFAULT_THREADS}, which does 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``npvae`` argument parser with its three subcommands."""
+    """The ``npvae`` argument parser with its subcommands: train, eval, sample, plot, encode."""
     parser = argparse.ArgumentParser(
         prog="npvae",
         description="Train, evaluate and sample autoencoders and VAEs written in NumPy.",
@@ -251,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"npvae {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_train_command(commands)
+    _add_eval_command(commands)
+    _add_sample_command(commands)
+    _add_plot_command(commands)
+    _add_encode_command(commands)
+    return parser
+
+
+def _add_train_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     fit = commands.add_parser(
         "train", help="train an AE or a VAE and write a checkpoint, its history and figures",
         description="Train an AE or a VAE. With no options: a VAE with a 2-D latent space on the "
@@ -297,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"hidden-layer activation (default: {COMMON_DEFAULTS['activation']})")
     fit.add_argument("--dtype", choices=("float32", "float64"), default=None,
                      help=f"floating-point precision of the model and data (default: {COMMON_DEFAULTS['dtype']})")
+    _add_run_options(fit)
+    _add_own_data_and_schedule_options(fit)
+    _add_vqvae_options(fit)
+
+
+def _add_run_options(fit: argparse.ArgumentParser) -> None:
+    """train's options about where the run lives and how it is shown."""
     fit.add_argument("--data-dir", default=None, metavar="PATH",
                      help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache, "
                           "$NPVAE_DATA/<data> or ~/.cache/npvae/<data>)")
@@ -313,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="show a progress line on stderr with elapsed time, ETA and images per second "
                           "(default: only when stderr is a terminal)")
     fit.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
+
+
+def _add_own_data_and_schedule_options(fit: argparse.ArgumentParser) -> None:
+    """train's options for users' own data, the validation split, the schedule and snapshots."""
     fit.add_argument("--output", choices=("bernoulli", "gaussian"), default=None,
                      help="decoder likelihood: bernoulli for data in [0, 1], gaussian (unit variance) for "
                           f"other real-valued data (default: {COMMON_DEFAULTS['output']})")
@@ -334,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a folder of images of several sizes: resample every image to H x W")
     fit.add_argument("--scale", type=_positive_float, default=None, metavar="S",
                      help="own data: divide the raw values by S (default: 255 for integers, 1 for floats)")
+
+
+def _add_vqvae_options(fit: argparse.ArgumentParser) -> None:
     vq = fit.add_argument_group(
         "VQ-VAE (--model vqvae)",
         f"The encoder's --latent-dim outputs (default {VQ_LATENT_DIM} for a VQ-VAE) are read as "
@@ -356,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     vq.add_argument("--prior-hidden", type=_positive_int, action="extend", nargs="+", default=None, metavar="H",
                     help=f"hidden widths of the MADE prior (default: {' '.join(map(str, VQ_DEFAULTS['prior_hidden']))})")
 
+
+def _add_eval_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint on a data split",
         description="Print a checkpoint's mean loss terms on a data split, in nats per example: for "
@@ -383,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "them (default: the setting in config.json beside the checkpoint, else off)")
     evaluate.add_argument("--threads", type=_positive_int, default=None, metavar="N", help=_THREADS_HELP)
 
+
+def _add_sample_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     sample = commands.add_parser(
         "sample", help="decode z ~ N(0, I) with a checkpoint's decoder into an image grid",
         description="Decode n codes drawn from N(0, I) and write them as a PNG grid. For an AE "
@@ -403,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CVAE only: draw --n images of class C (default for a CVAE: a grid with one "
                              "row per class, the same codes in each column)")
 
+
+def _add_plot_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     plot = commands.add_parser(
         "plot", help="redraw a run's figures from its checkpoint and config.json",
         description="Redraw every figure of a training run (reconstructions, samples, manifold, latent "
@@ -414,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--data-dir", default=None, metavar="PATH",
                       help="directory with the MNIST / Fashion-MNIST IDX files (default: the one in RUN/config.json)")
 
+
+def _add_encode_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     encode = commands.add_parser(
         "encode", help="write the latent codes of a data split to an .npz",
         description="Encode every image of a data split. A VAE gives the means and log-variances of "
@@ -430,7 +461,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory with the MNIST / Fashion-MNIST IDX files (default: the cache)")
     encode.add_argument("--out", default="latents.npz", metavar="NPZ",
                         help="where to write the codes (default: %(default)s; replaced if it exists)")
-    return parser
 
 
 # -- helpers shared by the commands ---------------------------------------------------------------
@@ -1020,17 +1050,13 @@ def _train(args: argparse.Namespace, run_dir: Path | None, settings: dict[str, A
         return _fit_and_finish(args, run_dir, settings, model, optimizer, history, rng, *data)
 
 
-def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], model: Autoencoder,
-                    optimizer: Adam, history: History, rng: np.random.Generator, train_data: datasets.Dataset,
-                    val_data: datasets.Dataset | None, test_data: datasets.Dataset,
-                    schedule: schedules.Schedule) -> int:
-    extras = RunExtras(settings, schedule, model, optimizer, run_dir, val_data, test_data)
-    model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
-    _write_config(config_path, {**settings, "schedule": schedule.config()})
+def _print_run_header(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], model: Autoencoder,
+                      schedule: schedules.Schedule, done: int, train_data: datasets.Dataset,
+                      val_data: datasets.Dataset | None, test_data: datasets.Dataset) -> None:
+    """The three lines train prints before its first epoch: the model, the data, the training settings."""
     label = data_label(settings["data"])
     h, w = train_data.image_shape
     steps = math.ceil(train_data.x.shape[0] / settings["batch_size"])
-    done = len(history)
     print(f"npvae train: {type(model).__name__} on {label} -> {run_dir}"
           + (f" (resuming after epoch {done})" if done else ""))
     print(f"  model  {_describe(model)}: {model.num_parameters():,} parameters, {model.dtype}")
@@ -1050,6 +1076,18 @@ def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str,
              if settings["patience"] is not None else "")
           + (f", IWAE objective L_{settings['iw_samples']}" if settings["iw_samples"] > 1 else "")
           + f"; {threads.describe(args.threads)}")
+
+
+def _fit_and_finish(args: argparse.Namespace, run_dir: Path, settings: dict[str, Any], model: Autoencoder,
+                    optimizer: Adam, history: History, rng: np.random.Generator, train_data: datasets.Dataset,
+                    val_data: datasets.Dataset | None, test_data: datasets.Dataset,
+                    schedule: schedules.Schedule) -> int:
+    extras = RunExtras(settings, schedule, model, optimizer, run_dir, val_data, test_data)
+    model_path, csv_path, config_path = run_dir / MODEL_FILE, run_dir / HISTORY_FILE, run_dir / CONFIG_FILE
+    _write_config(config_path, {**settings, "schedule": schedule.config()})
+    label = data_label(settings["data"])
+    done = len(history)
+    _print_run_header(args, run_dir, settings, model, schedule, done, train_data, val_data, test_data)
     printer = _EpochPrinter(isinstance(model, (VAE, CVAE)), clear_progress=_progress_shown(args.progress),
                             is_vqvae=isinstance(model, VQVAE))
     printer.header()
