@@ -3,7 +3,7 @@ public door, the per-example loss terms, and the memory a model of given sizes n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -245,6 +245,45 @@ class Autoencoder(Module):
         nll += 0.5 * LOG_2PI * self.input_dim
         grad *= 0.5
         return nll, grad
+
+    def _streamed_log_likelihood(self, x: np.ndarray, mu_all: np.ndarray, logvar_all: np.ndarray, k: int,
+                                 rng: np.random.Generator, max_rows: int,
+                                 decode: Callable[[np.ndarray, int, int, int], np.ndarray]) -> np.ndarray:
+        """The IWAE estimate L_k per row of x, from the encoder's mu_all, logvar_all (n, latent_dim).
+
+        ``decode(z, start, stop, m)`` is the decoder's output for the codes z of rows start..stop-1,
+        m codes each (a CVAE joins their labels).
+
+        Blocks of ``per_block`` examples times ``chunk`` samples (at most ``max_rows`` decoder
+        rows); the log-sum-exp over k runs over the chunks as they come, keeping per example the
+        largest log-weight seen, m, and s = sum_i exp(log w_i - m):
+            m' = max(m, max_chunk log w),   s' = s exp(m - m') + sum_chunk exp(log w - m')
+        so memory is bounded for any k (no (n, k) array), and L_k = m + log s - log k.
+        """
+        result = np.empty(x.shape[0], dtype=np.float64)
+        per_block = max(1, max_rows // k)
+        chunk = max(1, max_rows // per_block)
+        for start in range(0, x.shape[0], per_block):
+            stop = min(start + per_block, x.shape[0])
+            n = stop - start
+            largest = np.full(n, -np.inf)
+            total = np.zeros(n)
+            for first in range(0, k, chunk):
+                m = min(chunk, k - first)
+                mu = np.repeat(mu_all[start:stop], m, axis=0)
+                logvar = np.repeat(logvar_all[start:stop], m, axis=0)
+                eps = rng.standard_normal(mu.shape, dtype=self.dtype)
+                z = mu + np.exp(0.5 * logvar) * eps
+                recon = self._repeated_reconstruction_nll(decode(z, start, stop, m), x[start:stop], m)
+                log_w = -recon + 0.5 * (np.einsum("ij,ij->i", eps, eps) - np.einsum("ij,ij->i", z, z)
+                                         + logvar.sum(axis=1))
+                log_w = log_w.astype(np.float64).reshape(n, m)
+                new_largest = np.maximum(largest, log_w.max(axis=1))
+                total *= np.exp(largest - new_largest)
+                total += np.exp(log_w - new_largest[:, None]).sum(axis=1)
+                largest = new_largest
+            result[start:stop] = largest + np.log(total) - np.log(k)
+        return result
 
     def _repeated_reconstruction_nll(self, decoded: np.ndarray, x: np.ndarray, repeats: int) -> np.ndarray:
         """-log p(x_i | z_r) for each decoded row r, row r belonging to x[r // repeats].

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.special
 
 from .. import _checks
 from ..losses import gaussian_kl_into
@@ -276,23 +275,6 @@ class CVAE(Autoencoder):
     def _log_likelihood(self, x: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator,
                         max_rows: int) -> np.ndarray:
         mu_all, logvar_all = (array.copy() for array in self._encode(x, labels))
-        result = np.empty(x.shape[0], dtype=np.float64)
-        per_block = max(1, max_rows // k)
-        chunk = max(1, max_rows // per_block)
-        for start in range(0, x.shape[0], per_block):
-            stop = min(start + per_block, x.shape[0])
-            n = stop - start
-            log_weights = np.empty((n, k), dtype=np.float64)
-            for first in range(0, k, chunk):
-                m = min(chunk, k - first)
-                mu = np.repeat(mu_all[start:stop], m, axis=0)
-                logvar = np.repeat(logvar_all[start:stop], m, axis=0)
-                eps = rng.standard_normal(mu.shape, dtype=self.dtype)
-                z = mu + np.exp(0.5 * logvar) * eps
-                decoded = self._decode(z, np.repeat(labels[start:stop], m))
-                recon = self._repeated_reconstruction_nll(decoded, x[start:stop], m)
-                log_w = -recon + 0.5 * (np.einsum("ij,ij->i", eps, eps) - np.einsum("ij,ij->i", z, z)
-                                         + logvar.sum(axis=1))
-                log_weights[:, first : first + m] = log_w.reshape(n, m)
-            result[start:stop] = scipy.special.logsumexp(log_weights, axis=1) - np.log(k)
-        return result
+        return self._streamed_log_likelihood(
+            x, mu_all, logvar_all, k, rng, max_rows,
+            lambda z, start, stop, m: self._decode(z, np.repeat(labels[start:stop], m)))

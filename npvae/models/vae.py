@@ -360,37 +360,7 @@ class VAE(ImportanceWeighted, Autoencoder):
         return result
 
     def _log_likelihood(self, x: np.ndarray, k: int, rng: np.random.Generator, max_rows: int) -> np.ndarray:
-        """``log_likelihood`` on validated arguments, without the check of its result.
-
-        Blocks of ``per_block`` examples times ``chunk`` samples (at most ``max_rows`` decoder
-        rows); the log-sum-exp over k runs over the chunks as they come, keeping per example the
-        largest log-weight seen, m, and s = sum_i exp(log w_i - m):
-            m' = max(m, max_chunk log w),   s' = s exp(m - m') + sum_chunk exp(log w - m')
-        so memory is bounded for any k (no (n, k) array), and L_k = m + log s - log k.
-        """
+        """``log_likelihood`` on validated arguments, without the check of its result."""
         mu_all, logvar_all = self._encode(x)
-        mu_all, logvar_all = mu_all.copy(), logvar_all.copy()
-        result = np.empty(x.shape[0], dtype=np.float64)
-        per_block = max(1, max_rows // k)
-        chunk = max(1, max_rows // per_block)
-        for start in range(0, x.shape[0], per_block):
-            stop = min(start + per_block, x.shape[0])
-            n = stop - start
-            largest = np.full(n, -np.inf)
-            total = np.zeros(n)
-            for first in range(0, k, chunk):
-                m = min(chunk, k - first)
-                mu = np.repeat(mu_all[start:stop], m, axis=0)
-                logvar = np.repeat(logvar_all[start:stop], m, axis=0)
-                eps = rng.standard_normal(mu.shape, dtype=self.dtype)
-                z = mu + np.exp(0.5 * logvar) * eps
-                recon = self._repeated_reconstruction_nll(self.decoder.forward(z), x[start:stop], m)
-                log_w = -recon + 0.5 * (np.einsum("ij,ij->i", eps, eps) - np.einsum("ij,ij->i", z, z)
-                                         + logvar.sum(axis=1))
-                log_w = log_w.astype(np.float64).reshape(n, m)
-                new_largest = np.maximum(largest, log_w.max(axis=1))
-                total *= np.exp(largest - new_largest)
-                total += np.exp(log_w - new_largest[:, None]).sum(axis=1)
-                largest = new_largest
-            result[start:stop] = largest + np.log(total) - np.log(k)
-        return result
+        return self._streamed_log_likelihood(x, mu_all.copy(), logvar_all.copy(), k, rng, max_rows,
+                                             lambda z, start, stop, m: self.decoder.forward(z))
