@@ -16,13 +16,14 @@ median of each is reported. Two PyTorch rows: the pytorch/examples model as writ
 ``binary_cross_entropy_with_logits``, ``Adam(fused=True)`` where this PyTorch has it on CPU). Rows
 at batch 20 (the IWAE paper's) and 512 time ``npvae.fit`` against the pytorch/examples model at
 those sizes. ``--busy`` then starts its own competing process (``python -c "while True: pass"`` in
-a new session), times ``fit`` epochs beside it with 1 thread and with ``--threads``, and ends
+a new session), times ``fit`` epochs beside it with 1 thread and with ``--threads`` (and, for
+``--threads`` > 1, the plain loop on OpenBLAS's own threads), and ends
 it. ``log_likelihood`` (k importance samples per image) is timed against the same computation
 in PyTorch on the same weights.
 
 The limit: an epoch's matrix products (forward; backward to the weights; backward to the inputs
 of every layer but the first, whose input is data) counted in FLOPs, divided by the throughput
-SciPy's sgemm reaches on exactly these products, in the memory orders npvae uses (median over
+BLAS sgemm reaches on exactly these products, in the memory orders npvae uses (median over
 the rounds). npvae's fraction of
 the limit is limit time / npvae time. The VQ-VAE row (issue 14) trains a VQ-VAE of the same
 widths (its 20 encoder outputs read as 10 codes of 2, an EMA codebook of 64; its fraction of the
@@ -128,9 +129,10 @@ def epoch_gemm_flops(n: int) -> int:
 
 
 def sgemm_seconds_per_batch(repeats: int = 200) -> float:
-    """Median time of one batch's matrix products with SciPy's sgemm, with the shapes and memory
-    orders of npvae's training step, through the kernel its Dense layers call (the fast
-    ``kernels.matmul``): nothing else is timed, so this is the step's matrix products at BLAS speed."""
+    """Median time of one batch's matrix products with BLAS sgemm (``np.matmul``, on OpenBLAS's own
+    threads), with the shapes and memory orders of npvae's training step, through the kernel its
+    Dense layers call (the fast ``kernels.matmul``, on the calling thread alone: npvae's own threads
+    are 1 outside ``fit``): nothing else is timed, so this is the step's matrix products at BLAS speed."""
     from npvae import kernels
 
     _matmul = kernels.implementation("matmul", "fast")
@@ -143,7 +145,7 @@ def sgemm_seconds_per_batch(repeats: int = 200) -> float:
         grad_y = rng.standard_normal((BATCH_SIZE, fan_out), dtype=np.float32).copy(order=output_order)
         y = np.zeros_like(grad_y)  # zeros_like keeps the memory order
         grad_weight, grad_x = np.zeros_like(weight), np.zeros_like(x)
-        products.append(lambda x=x, w=weight, y=y: _matmul(x, w, out=y, beta=1.0))  # y = x W + b
+        products.append(lambda x=x, w=weight, y=y: _matmul(x, w, out=y, beta=0.0))  # y = x W (+ b after)
         products.append(lambda x=x, g=grad_y, gw=grad_weight: _matmul(x.T, g, out=gw, beta=0.0))  # dW = x^T G
         if index > 0:
             products.append(lambda g=grad_y, w=weight, gx=grad_x: _matmul(g, w.T, out=gx, beta=0.0))  # dx = G W^T
@@ -399,8 +401,9 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
     n = x_train.shape[0]
 
     flops = epoch_gemm_flops(n)
-    print(f"threads: {args.threads} requested; SciPy's OpenBLAS reports {scipy_openblas_threads()}; "
-          f"npvae.fit and log_likelihood get threads={args.threads}")
+    print(f"threads: {args.threads}: the plain loops run on OpenBLAS's own {scipy_openblas_threads()} threads "
+          f"(OPENBLAS_NUM_THREADS); npvae.fit and log_likelihood get threads={args.threads} (npvae's threads, "
+          "OpenBLAS at 1)")
     print(f"epoch GEMM work: {flops / 1e9:.1f} GFLOP")
 
     # each runner trains its own model, so that round r times epoch r of every model (later
@@ -461,7 +464,7 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
           f"{limit_seconds:.2f} s per epoch")
 
     # the busy machine: fit epochs of the batch-128 model beside a competing process
-    busy = {}
+    busy, busy_loop = {}, None
     if args.busy:
         idle_one_thread, _ = timed(lambda: npvae_fit_epoch(*model_fit, x_train, rngs[1], 1))
         print(f"idle: npvae fit, 1 thread {idle_one_thread:.2f} s")
@@ -472,6 +475,9 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
                 elapsed, _ = timed(lambda: npvae_fit_epoch(*model_fit, x_train, rngs[1], count))
                 busy[count] = elapsed
                 print(f"busy: npvae fit, {count} thread{'s' * (count > 1)} {elapsed:.2f} s", flush=True)
+            if args.threads > 1:  # the plain loop: every product on OpenBLAS's own threads
+                busy_loop, _ = timed(lambda: npvae_epoch(*model32, x_train, rngs[0]))
+                print(f"busy: npvae plain loop, OpenBLAS's {args.threads} threads {busy_loop:.2f} s", flush=True)
         finally:
             competitor.kill()
             competitor.wait()
@@ -502,7 +508,7 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
     print()
     print(f"Command: `{' '.join(['python', 'demos/benchmark.py', *sys.argv[1:]])}`  ")
     print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, OpenBLAS core {openblas_core()}, "
-          f"{args.threads} BLAS thread(s); {data_description}; load average {start_load} (start), "
+          f"{args.threads} threads; {data_description}; load average {start_load} (start), "
           f"{end_load} (end)")
     print()
     print(f"| training, one epoch | seconds (median of {args.epochs}) | vs pytorch/examples | vs tuned PyTorch "
@@ -537,6 +543,9 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
                   f"{count} thread{'s' * (count > 1)} {elapsed:.2f} s = {elapsed / idle:.2f}x the idle "
                   f"{args.threads}-thread median, {elapsed / idle_one_thread:.2f}x an idle 1-thread epoch "
                   f"({idle_one_thread:.2f} s)" for count, elapsed in busy.items()) + "  ")
+        if args.threads > 1:
+            print(f"The plain loop on OpenBLAS's own {args.threads} threads beside it: {busy_loop:.2f} s = "
+                  f"{busy_loop / median['npvae float32']:.2f}x its idle median.  ")
     if iwae is not None:
         mine, theirs = iwae
         print(f"\n`log_likelihood(x_test[:{args.iwae_images}], k={args.iwae_k})`, float32: npvae {mine:.2f} s"

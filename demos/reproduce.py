@@ -105,7 +105,7 @@ def minutes(seconds: float) -> str:
 
 
 # -- part 1: pytorch/examples ------------------------------------------------------------------
-def examples_npvae(x_train, x_test, epochs: int, batch_size: int, seed: int, check_eps: np.ndarray):
+def examples_npvae(x_train, x_test, epochs: int, batch_size: int, seed: int, check_eps: np.ndarray, threads: int):
     """Train the examples' VAE in npvae; return the model, its training state, its initial
     parameters, its initial loss on the first test images with noise ``check_eps``, and the
     per-epoch record."""
@@ -123,7 +123,7 @@ def examples_npvae(x_train, x_test, epochs: int, batch_size: int, seed: int, che
               f"{test_loss[-1]:8.4f}  {history.seconds[-1]:5.2f} s", flush=True)
 
     history = npvae.fit(model, x_train, epochs, batch_size=batch_size, optimizer=optimizer, rng=rng,
-                        callbacks=[report], progress=False)
+                        callbacks=[report], progress=False, threads=threads)
     record = {"train_loss": history.loss, "test_loss": test_loss, "seconds": history.seconds}
     return model, optimizer, history, rng, initial, check_loss, record
 
@@ -229,7 +229,7 @@ def run_examples(args, data_dir: str | None, out: Path | None) -> dict[str, Any]
     # noise for one forward pass of both models before training: shows the weights were copied
     check_eps = np.random.default_rng(args.seed + 2).standard_normal((128, 20), dtype=np.float32)
     model, optimizer, history, rng, initial, check_loss, ours = examples_npvae(
-        x_train, x_test, args.epochs_examples, 128, args.seed, check_eps)
+        x_train, x_test, args.epochs_examples, 128, args.seed, check_eps, args.threads)
     if out is not None:
         npvae.save(model, out / "examples_vae.npz", optimizer=optimizer, history=history, rng=rng)
     result: dict[str, Any] = {"npvae": ours, "torch": None, "train_images": x_train.shape[0],
@@ -295,7 +295,7 @@ def train_iwae_model(args, x_train, x_test_bin, out: Path | None):
             epochs = max(1, round(remaining / seconds_per_epoch)) if len(history) else 1
         optimizer.lr = lr
         npvae.fit(model, x_train, epochs, batch_size=args.batch_size, optimizer=optimizer, rng=rng,
-                  binarize=True, history=history, callbacks=[progress], progress=False)
+                  binarize=True, history=history, callbacks=[progress], progress=False, threads=args.threads)
         test_elbo = npvae.evaluate(model, x_test_bin, rng=np.random.default_rng(args.seed + 1))["loss"]
         stages.append({"lr": lr, "epochs": epochs, "train_loss": history.loss[-1], "test_loss": test_elbo})
         print(f"  stage {stage}: lr {lr:.2e}, {epochs:4d} epochs, train -ELBO {history.loss[-1]:7.3f}, "
@@ -319,7 +319,7 @@ def evaluate_iwae_model(args, model: npvae.VAE, x_test_bin: np.ndarray, deadline
     n = x_test_bin.shape[0]
     rng = np.random.default_rng(args.seed + 1)
     elbo = np.concatenate([model.elbo(x_test_bin[start : start + 1000], rng=rng) for start in range(0, n, 1000)])
-    log_p_50 = model.log_likelihood(x_test_bin, k=50, rng=np.random.default_rng(args.seed + 2))
+    log_p_50 = model.log_likelihood(x_test_bin, k=50, rng=np.random.default_rng(args.seed + 2), threads=args.threads)
     mu, _ = model.encode(x_test_bin)
     active_units = int((mu.var(axis=0) > 1e-2).sum())
     k = args.iw_samples
@@ -335,7 +335,8 @@ def evaluate_iwae_model(args, model: npvae.VAE, x_test_bin: np.ndarray, deadline
             if time.perf_counter() + per_image * min(IW_CHUNK_IMAGES, n - start) > deadline:
                 print(f"  time budget reached: k = {k} estimate stops at {done} of {n} test images", flush=True)
                 break
-        log_p_k.append(model.log_likelihood(x_test_bin[start : start + IW_CHUNK_IMAGES], k=k, rng=iw_rng))
+        log_p_k.append(model.log_likelihood(x_test_bin[start : start + IW_CHUNK_IMAGES], k=k, rng=iw_rng,
+                                            threads=args.threads))
         done += len(log_p_k[-1])
         elapsed = time.perf_counter() - started
         print(f"    k = {k}: {done:5d}/{n} images, NLL so far {-np.concatenate(log_p_k).mean():.3f}, "
@@ -431,7 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100, help="batch size of the Burda VAE")
     parser.add_argument("--iw-samples", type=int, default=5000, help="importance samples of the test NLL")
     parser.add_argument("--test-images", type=int, default=10000, help="test images of part 2")
-    parser.add_argument("--threads", type=int, default=2, help="BLAS and PyTorch threads")
+    parser.add_argument("--threads", type=int, default=2, help="npvae's threads (fit, log_likelihood), BLAS and PyTorch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-seconds", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--out", default=None, help="directory for the checkpoints and results.json")

@@ -18,21 +18,26 @@ memory orders. The fast set is the default; ``use("reference")`` (or, for a bloc
 Call kernels through the module (``kernels.affine(...)``): ``use`` rebinds the module's names,
 so a name imported on its own (``from npvae.kernels import affine``) would not follow the switch.
 
-Why the fast forms go through SciPy's BLAS rather than NumPy's ``@``: the two libraries bundle
-separate OpenBLAS builds whose thread pools, used alternately, spin against each other on a
-small machine. All kernels write into caller-owned arrays (``out=``) and allocate nothing on
-the fast path.
+Threads: the fast products (``np.matmul``, which releases the GIL while BLAS runs) and the BCE
+kernels cut large work into one part per thread of ``npvae.threads`` (``_product_parts``,
+``_row_cuts``); with one thread (``threads.current() == 1``) they run whole. The few SciPy BLAS
+calls left (axpy in the optimizers' updates, asum, gemm with beta) keep the GIL and run on the
+calling thread. All kernels write into caller-owned arrays (``out=``) or per-thread scratch
+arrays and allocate nothing per call on the fast path but the few rows-long vectors they return.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.special
 from scipy.linalg import blas
+
+from . import threads
 
 __all__ = ["use", "using", "current", "KINDS", "affine", "matmul", "column_sums", "all_finite",
            "sigmoid", "bce_with_logits", "repeated_bce_with_logits", "moving_average", "add_scaled",
@@ -45,6 +50,11 @@ KINDS = ("fast", "reference")
 # OpenBLAS runs axpy on the calling thread: it hands vectors over 10,000 elements to its thread
 # pool, whose wake-up costs more than this work and stalls badly when the cores are busy.
 BLOCK_SIZE = 8192
+# The fast kernels split a product of at least this many FLOPs, and a BCE over at least this many
+# elements, over npvae's threads (``npvae.threads``); below that, handing a part to a helper
+# thread (~20 us) costs about what it saves
+PARALLEL_MIN_FLOPS = 4_000_000
+PARALLEL_MIN_ELEMENTS = 32_768
 # Every this many optimizer steps, the fast kernels set subnormal optimizer state to 0
 FLUSH_INTERVAL = 50
 # Every this many steps, the fast Adam folds its scales into its state (see ``_adam_update_fast``):
@@ -64,8 +74,12 @@ def _affine_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarr
 
 
 def _affine_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    np.copyto(out, b)  # bias first, then gemm with beta = 1 adds x @ W in the same pass
-    _matmul_fast(x, w, out, beta=1.0)
+    def part(piece: tuple[np.ndarray, np.ndarray, np.ndarray, slice]) -> None:
+        x_part, w_part, out_part, columns = piece
+        np.matmul(x_part, w_part, out=out_part)  # no temporary: BLAS writes into out's memory order
+        out_part += b[columns]
+
+    threads.run_parts(part, _product_parts(x, w, out))
     return out
 
 
@@ -90,9 +104,46 @@ def _column_major(array: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _matmul_fast(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> np.ndarray:
-    """BLAS gemm for operands in either memory order: a row-major ``out`` is computed as
-    out^T = b^T a^T, whose result is column-major; each operand goes to BLAS as itself or as
-    its transpose with the transpose flag, so no C- or F-contiguous array is copied."""
+    """beta = 0 (every product of a training step): ``np.matmul`` into ``out``, which hands any
+    C- or F-ordered operands to BLAS without a copy and releases the GIL while it runs, cut into
+    one part per thread for a large product (``_product_parts``). beta != 0 (a backward that
+    accumulates): BLAS gemm with beta (``_gemm``), on the calling thread."""
+    if beta != 0.0:
+        return _gemm(a, b, out, beta)
+    threads.run_parts(lambda piece: np.matmul(piece[0], piece[1], out=piece[2]), _product_parts(a, b, out))
+    return out
+
+
+def _product_parts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, slice]]:
+    """out = a @ b cut into (a_part, b_part, out_part, columns) for ``npvae.threads.run_parts``: one
+    part per thread when the product has ``PARALLEL_MIN_FLOPS``, else one. A row-major ``out`` is
+    cut by rows (of a), a column-major one by columns (of b), so each part of out is contiguous."""
+    count = threads.current()
+    if count == 1 or 2 * a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_FLOPS:
+        return [(a, b, out, slice(None))]
+    if order_of(out) == "F":
+        return [(a, b[:, cut], out[:, cut], cut) for cut in _cuts(out.shape[1], count)]
+    return [(a[cut], b, out[cut], slice(None)) for cut in _cuts(out.shape[0], count)]
+
+
+def _cuts(size: int, parts: int) -> list[slice]:
+    """range(size) cut into at most ``parts`` non-empty consecutive slices whose lengths differ by
+    at most one, the longer first: _cuts(10, 3) = [0:4, 4:7, 7:10]."""
+    parts = max(1, min(parts, size))
+    length, extra = divmod(size, parts)
+    cuts, start = [], 0
+    for index in range(parts):
+        stop = start + length + (1 if index < extra else 0)
+        cuts.append(slice(start, stop))
+        start = stop
+    return cuts
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> np.ndarray:
+    """out = a @ b + beta * out by SciPy's BLAS gemm, for operands in either memory order: a
+    row-major ``out`` is computed as out^T = b^T a^T, whose result is column-major; each operand
+    goes to BLAS as itself or as its transpose with the transpose flag, so no C- or F-contiguous
+    array is copied. (SciPy's wrappers keep the GIL while BLAS runs: never cut into parts.)"""
     if a.shape[1] == 0 or out.size == 0:  # BLAS rejects empty arrays; a product over nothing is 0
         if beta == 0.0:
             out.fill(0)
@@ -127,18 +178,20 @@ def _column_sums_fast(g: np.ndarray, out: np.ndarray, beta: float) -> np.ndarray
 
 
 def _matvec(a: np.ndarray, x: np.ndarray, *, out: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> None:
-    """out = alpha * a @ x + beta * out, in place, by BLAS gemv, for ``a`` in either memory order."""
-    if a.size == 0:  # BLAS rejects empty arrays; a sum over nothing is 0
-        if beta == 0.0:
-            out.fill(0)  # as in BLAS, out is not read when beta = 0 (it may hold garbage)
-        else:
-            out *= beta
+    """out = alpha * a @ x + beta * out, in place, for ``a`` in either memory order: ``np.matmul``
+    (BLAS gemv, the GIL released), then the scalings, which are exact for the alphas used (0.5, 1, -1)."""
+    if beta == 0.0:
+        np.matmul(a, x, out=out)
+        if alpha != 1.0:
+            out *= alpha
         return
-    matrix, transposed = _column_major(a)
-    gemv = blas.dgemv if out.dtype == np.float64 else blas.sgemv
-    result = gemv(alpha, matrix, x, beta=beta, y=out, trans=transposed, overwrite_y=True)
-    if not np.may_share_memory(result, out):  # BLAS got a copy of ``out``: write the result back
-        out[...] = result
+    product = _scratch(out.shape, out.dtype, "matvec")
+    np.matmul(a, x, out=product)
+    if alpha != 1.0:
+        product *= alpha
+    if beta != 1.0:
+        out *= beta
+    out += product
 
 
 @functools.lru_cache(maxsize=64)
@@ -241,16 +294,46 @@ def _log1p_fast(e: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=8)
+_SCRATCH = threading.local()  # each thread's own scratch arrays: threads may run kernels at once
+
+
 def _scratch(shape: tuple[int, ...], dtype: np.dtype, purpose: str) -> np.ndarray:
-    """A scratch array for ``purpose``, kept for the next call of the same shape (the fast kernels
-    allocate nothing per step: a new array of a batch's size would be new pages each time)."""
-    return np.empty(shape, dtype=dtype)
+    """This thread's scratch array for ``purpose``, kept for its next call of the same shape (the
+    fast kernels allocate nothing per step: a new array of a batch's size would be new pages each
+    time). At most 8 are kept per thread."""
+    arrays = getattr(_SCRATCH, "arrays", None)
+    if arrays is None:
+        arrays = _SCRATCH.arrays = {}
+    key = (shape, np.dtype(dtype), purpose)
+    array = arrays.get(key)
+    if array is None:
+        if len(arrays) >= 8:
+            arrays.clear()
+        array = arrays[key] = np.empty(shape, dtype=dtype)
+    return array
 
 
 def _bce_with_logits_fast(
     logits: np.ndarray, target: np.ndarray, grad_logits: np.ndarray, work: np.ndarray
 ) -> np.ndarray:
+    """``_bce_rows`` on each thread's share of the rows (``npvae.threads``), values put together in order."""
+    cuts = _row_cuts(logits)
+    if len(cuts) == 1:
+        return _bce_rows(logits, target, grad_logits, work)
+    parts = threads.run_parts(lambda rows: _bce_rows(logits[rows], target[rows], grad_logits[rows], work[rows]), cuts)
+    return np.concatenate(parts)
+
+
+def _row_cuts(array: np.ndarray) -> list[slice]:
+    """The rows of a row-major ``array`` cut into one slice per thread when it has
+    ``PARALLEL_MIN_ELEMENTS``, else one slice (a column-major array is never cut: its rows are not contiguous)."""
+    count = threads.current()
+    if count == 1 or array.size < PARALLEL_MIN_ELEMENTS or not array.flags.c_contiguous:
+        return [slice(None)]
+    return _cuts(array.shape[0], count)
+
+
+def _bce_rows(logits: np.ndarray, target: np.ndarray, grad_logits: np.ndarray, work: np.ndarray) -> np.ndarray:
     """Value and gradient from the one exponential e = exp(-|l|):
         value = max(l, 0) - t l + log1p(e)
         sigmoid(l) = max([l >= 0], e) / (1 + e)        (1/(1+e) for l >= 0, e/(1+e) for l < 0)
@@ -280,6 +363,27 @@ def _repeated_bce_with_logits_reference(
 def _repeated_bce_with_logits_fast(
     logits: np.ndarray, x: np.ndarray, repeats: int, work: np.ndarray
 ) -> np.ndarray:
+    """``_repeated_bce_rows`` on each thread's share: whole rows of x each (their blocks of logits)
+    when x has a row per thread, else, for one row of x, a share of its block."""
+    count = threads.current()
+    if count == 1 or logits.size < PARALLEL_MIN_ELEMENTS or not logits.flags.c_contiguous or 1 < x.shape[0] < count:
+        return _repeated_bce_rows(logits, x, repeats, work)
+    if x.shape[0] == 1:
+        cuts = _cuts(logits.shape[0], count)
+        parts = threads.run_parts(lambda rows: _repeated_bce_rows(logits[rows], x, rows.stop - rows.start, work[rows]),
+                                  cuts)
+    else:
+        cuts = _cuts(x.shape[0], count)
+
+        def part(examples: slice) -> np.ndarray:
+            rows = slice(examples.start * repeats, examples.stop * repeats)
+            return _repeated_bce_rows(logits[rows], x[examples], repeats, work[rows])
+
+        parts = threads.run_parts(part, cuts)
+    return np.concatenate(parts)
+
+
+def _repeated_bce_rows(logits: np.ndarray, x: np.ndarray, repeats: int, work: np.ndarray) -> np.ndarray:
     """Without the repeated copy of x: the target enters only through sum_j x_j l_j, one gemv
     per row of x over its block of logits."""
     value, log1p_part = _softplus_row_parts(logits, work, work)
@@ -376,20 +480,62 @@ def _adam_update_fast(
     bias_correction2_sqrt = float(np.sqrt(1.0 - beta2**step))
     step_size = lr * bias_correction2_sqrt / (1.0 - beta1**step) * scale1 / scale2_sqrt
     eps_unscaled = eps * bias_correction2_sqrt / scale2_sqrt
+    coefficients = ((1.0 - beta1) / scale1, (1.0 - beta2) / scales[1], eps_unscaled, step_size)
+    if _threaded_update(blocks):  # one share of the parameters per thread (``_update_blocks_fast``)
+        threads.run_parts(lambda share: _adam_share(blocks[share], coefficients, weight_decay),
+                          _cuts(len(blocks), threads.current()))
+    else:
+        _adam_blocks(blocks, work, coefficients, weight_decay)
+    if step % ADAM_FOLD_INTERVAL == 0:
+        _normalize_adam_reference([b[2] for b in blocks], [b[3] for b in blocks], scales)
+
+
+def _adam_blocks(blocks: Sequence[tuple[np.ndarray, ...]], work: np.ndarray,
+                 coefficients: tuple[float, float, float, float], weight_decay: float) -> None:
+    """The 7 passes over each cache-sized block (p, g, M, V): three BLAS axpy (y += a x), with
+    a = (1 - beta1) / c1, (1 - beta2) / c2 and -step_size c1 / sqrt(c2) (``_adam_update_fast``)."""
+    m_rate, v_rate, eps_unscaled, step_size = coefficients
     axpy = blas.daxpy if work.dtype == np.float64 else blas.saxpy
     for value, grad, exp_avg, exp_avg_sq in blocks:
         work_block = work[: value.size]
         if weight_decay:
             grad = grad + weight_decay * value
-        axpy(grad, exp_avg, a=(1.0 - beta1) / scale1)
+        axpy(grad, exp_avg, a=m_rate)
         np.multiply(grad, grad, out=work_block)
-        axpy(work_block, exp_avg_sq, a=(1.0 - beta2) / scales[1])
+        axpy(work_block, exp_avg_sq, a=v_rate)
         np.sqrt(exp_avg_sq, out=work_block)
         work_block += eps_unscaled
         np.divide(exp_avg, work_block, out=work_block)
         axpy(work_block, value, a=-step_size)
-    if step % ADAM_FOLD_INTERVAL == 0:
-        _normalize_adam_reference([b[2] for b in blocks], [b[3] for b in blocks], scales)
+
+
+def _adam_share(blocks: Sequence[tuple[np.ndarray, ...]], coefficients: tuple[float, float, float, float],
+                weight_decay: float) -> None:
+    """``_adam_blocks`` on one thread's share, in NumPy passes that release the GIL (SciPy's axpy
+    keeps it, and two threads would take turns): 10 passes over a few large blocks instead of 7 over
+    many small ones, each long enough that the threads rarely meet at the GIL."""
+    m_rate, v_rate, eps_unscaled, step_size = coefficients
+    work = _scratch((max(block[0].size for block in blocks),), blocks[0][0].dtype, "adam")
+    for value, grad, exp_avg, exp_avg_sq in blocks:
+        work_block = work[: value.size]
+        if weight_decay:
+            grad = grad + weight_decay * value
+        np.multiply(grad, m_rate, out=work_block)
+        exp_avg += work_block
+        np.multiply(grad, grad, out=work_block)
+        work_block *= v_rate
+        exp_avg_sq += work_block
+        np.sqrt(exp_avg_sq, out=work_block)
+        work_block += eps_unscaled
+        np.divide(exp_avg, work_block, out=work_block)
+        work_block *= -step_size
+        value += work_block
+
+
+def _threaded_update(blocks_or_groups: Sequence[tuple[np.ndarray, ...]]) -> bool:
+    """Whether the fast optimizer updates run on npvae's threads: more than one thread, and at
+    least ``PARALLEL_MIN_ELEMENTS`` parameters."""
+    return threads.current() > 1 and sum(group[0].size for group in blocks_or_groups) >= PARALLEL_MIN_ELEMENTS
 
 
 def _normalize_adam_reference(exp_avgs: Sequence[np.ndarray], exp_avg_sqs: Sequence[np.ndarray],
@@ -426,13 +572,16 @@ def _update_blocks_reference(groups: Sequence[tuple[np.ndarray, ...]]) -> list[t
 
 def _update_blocks_fast(groups: Sequence[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
     """Each group of aligned arrays cut into 1-D views of at most ``BLOCK_SIZE`` elements, last
-    block first.
+    block first; on several threads (``_threaded_update``), into one share per thread instead.
 
     An update makes several passes over its arrays; done block by block, a block's arrays stay
     in the L2 cache from the first pass to the last. Last block first: the first layer's
     parameters, which the next forward pass reads first, are then the last updated and still in
     cache when it starts (in one interleaved measurement, 2.5% off an epoch of the benchmark's VAE).
     """
+    if _threaded_update(groups):  # one share per thread: see ``_adam_share``
+        return [tuple(array.reshape(-1)[cut] for array in group)
+                for group in groups for cut in _cuts(group[0].size, threads.current())]
     return [
         tuple(array.reshape(-1)[start : start + BLOCK_SIZE] for array in group)
         for group in groups

@@ -237,8 +237,8 @@ def _defaults_help(name: str) -> str:
     return "default: " + ", ".join(f"{shown} for {' and '.join(names)}" for shown, names in groups.items())
 
 
-_THREADS_HELP = (f"BLAS threads (default: {threads.DEFAULT_THREADS}, which does not collapse when another "
-                 "process keeps a core busy; more can be faster on a machine you have to yourself)")
+_THREADS_HELP = (f"threads for the matrix products and the loss (default: {threads.DEFAULT_THREADS}; a waiting "
+                 "thread sleeps, so a busy machine slows a run down but does not stall it)")
 
 
 def build_parser() -> argparse.ArgumentParser:

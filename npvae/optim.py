@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _checks
 from . import _kernels as kernels
+from . import threads as npvae_threads
 from .nn import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
@@ -111,12 +112,12 @@ class Optimizer:
 
     def _blocks(self, *flat_states: np.ndarray) -> list[tuple[np.ndarray, ...]]:
         """``_groups`` as the kernels update them (``kernels.update_blocks``: the fast set cuts them
-        into cache-sized blocks). Computed once and reused while every parameter keeps the same
-        value and grad arrays and the kernel set is the same (checked by identity at each call,
-        so rebinding ``p.value`` or ``p.grad`` is still seen)."""
+        into cache-sized blocks, or one share per thread). Computed once and reused while every
+        parameter keeps the same value and grad arrays and the kernel set and thread count are the
+        same (checked by identity at each call, so rebinding ``p.value`` or ``p.grad`` is still seen)."""
         arrays = [array for parameter in self.params for array in (parameter.value, parameter.grad)]
         arrays.extend(flat_states)
-        key = (kernels.current(), *arrays)
+        key = (kernels.current(), npvae_threads.current(), *arrays)
         cached = self._cached_arrays
         if len(cached) != len(key) or any(new is not old for new, old in zip(key, cached)):
             self._cached_blocks = kernels.update_blocks(self._groups(*flat_states))

@@ -1,26 +1,38 @@
-"""How many threads NumPy's and SciPy's BLAS may use: the thread policy, and a switch for it.
+"""How many threads npvae's kernels run on, the helper threads that run them, and the switch.
 
-    with npvae.threads.limited(1):          # every matrix product in the block on one thread
+    with npvae.threads.limited(2):          # products and losses in the block on 2 threads
         model.log_likelihood(x, k=1000, rng=rng)
 
 ``fit(threads=...)``, ``VAE.log_likelihood(threads=...)`` and ``npvae train/eval --threads N``
 go through ``limited``; ``None`` means ``DEFAULT_THREADS``.
 
-Why the default is 1 thread (2-core AMD EPYC, OpenBLAS Haswell kernel, 784-400-20 VAE,
-MNIST, batch 128, float32; issue 17): on an idle machine an epoch took 3.1 s with 2 BLAS threads
-and 4.2 s with 1 thread under load; with one CPU-bound process running in another session, the
-2-thread epoch took 51-56 s (17x). OpenBLAS's worker threads spin for ~0.1 s after every call and
-the calling thread spins while it waits for them, so on a machine where the scheduler gives us one
-core they burn it against each other. One thread runs every product on the calling thread: never
-the fastest on an idle machine, never the collapse on a busy one. Pass ``threads=2`` (or more) on a
-machine you have to yourself.
+What runs on several threads: a fast kernel with enough work (``npvae.kernels``: a matrix
+product of at least ``PARALLEL_MIN_FLOPS``, a BCE or an Adam update over at least
+``PARALLEL_MIN_ELEMENTS``) cuts it into one part per thread and calls ``run_parts``: part 0 on the
+calling thread, the others on helper threads started once and reused. Each part is plain NumPy
+(``np.matmul``, elementwise passes), which releases the GIL while it computes, so the parts run at
+the same time; the caller then waits for the helpers on a lock, asleep. Each part's BLAS call
+runs on one thread: inside ``limited``, OpenBLAS's own thread pool is set to 1 thread (through
+``openblas_set_num_threads``, called with ctypes on each OpenBLAS that NumPy and SciPy load: what
+threadpoolctl does, without the dependency; another BLAS is left as it is).
 
-How: OpenBLAS's own ``openblas_set_num_threads`` through ctypes, on each OpenBLAS that NumPy and
-SciPy have loaded (they ship separate builds; npvae's fast kernels call SciPy's, and NumPy's
-``@`` the other). This is what threadpoolctl does for OpenBLAS, in ~40 lines and without a
-dependency; a BLAS other than OpenBLAS (MKL, Accelerate) is left as it is and ``current()``
-reports it as uncontrolled. Linux only finds the libraries through ``/proc/self/maps``; elsewhere
-nothing is controlled and nothing breaks.
+Why not OpenBLAS's own threads: its workers spin for ~0.1 s after every call and the caller spins
+while it waits for them. On a 2-core AMD EPYC (issue 17; 784-400-20 VAE, MNIST, batch 128,
+float32), with one CPU-bound process running in another session, an epoch with 2 OpenBLAS
+threads took 37-57 s against 5-6 s idle. With npvae's threads nothing spins: the waiting thread
+sleeps and gives its core back. Elementwise work is split only in large pieces:
+a NumPy call holds the GIL between its passes, and small calls on two threads take turns at it,
+each turn costing more than it saves (Adam's update in 80 blocks of 8,192 elements ran 1.5-1.8
+times slower on two threads than on one; in one share per thread, 2.5 times faster).
+
+Why the default is 2 threads (or 1 on a one-CPU machine), measured there, seconds per epoch
+(README, "Threads", has the benchmark's figures): idle, 1 thread 5.9-6.1, 2 threads 5.1-5.4;
+beside one competing CPU-bound process, 1 thread 7.0, 2 threads 7.1-7.8. Two threads are faster
+on an idle machine and no slower on a busy one; more than two split a batch of 128 rows into parts
+too small to gain, so the default stops at 2.
+
+Results: identical for a fixed seed and thread count; across thread counts they agree to rounding
+(a product cut by rows may round differently from the whole).
 """
 
 from __future__ import annotations
@@ -28,14 +40,27 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
 
 from . import _checks
 
-__all__ = ["DEFAULT_THREADS", "resolve", "current", "set_threads", "limited", "describe"]
+__all__ = ["DEFAULT_THREADS", "resolve", "current", "blas_threads", "set_threads", "limited", "describe",
+           "run_parts"]
 
-#: threads used when ``threads=None``: see the module docstring for the measurements
-DEFAULT_THREADS = 1
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+#: threads used when ``threads=None``: 2, or 1 on a one-CPU machine (the module docstring says why)
+DEFAULT_THREADS = min(2, _usable_cpus())
 
 # (get, set) symbol names, tried in order: scipy-openblas wheels (64-bit and 32-bit integer
 # builds), then a plain OpenBLAS
@@ -96,39 +121,141 @@ def resolve(threads: int | None, name: str = "threads") -> int:
     return _checks.positive_int(name, threads)
 
 
-def current() -> int | None:
+def blas_threads() -> int | None:
     """The thread count of the loaded OpenBLAS libraries: one number if they agree, the largest
     if they differ, None if no OpenBLAS is controlled here."""
     counts = [library.get() for library in _libraries()]
     return max(counts) if counts else None
 
 
+def current() -> int:
+    """The number of threads npvae's fast kernels use now (1: the calling thread alone)."""
+    return len(_helpers) + 1
+
+
 def set_threads(threads: int) -> None:
-    """Let every loaded OpenBLAS use ``threads`` threads from now on (ValueError unless an int >= 1)."""
+    """From now on, run npvae's fast kernels on ``threads`` threads, and every loaded OpenBLAS on
+    one (ValueError unless an int >= 1)."""
     threads = _checks.positive_int("threads", threads)
+    _set_helpers(threads - 1)
     for library in _libraries():
-        library.set(threads)
+        library.set(1)
 
 
 @contextlib.contextmanager
 def limited(threads: int | None) -> Iterator[int]:
-    """Run the block with ``threads`` BLAS threads (None: ``DEFAULT_THREADS``), then restore each
-    library's previous count. Yields the count used."""
+    """Run the block with npvae's kernels on ``threads`` threads (None: ``DEFAULT_THREADS``) and
+    OpenBLAS on one, then restore both. Yields the count used."""
     threads = resolve(threads)
-    previous = [(library, library.get()) for library in _libraries()]
-    for library, _ in previous:
-        library.set(threads)
+    previous_helpers = len(_helpers)
+    previous_blas = [(library, library.get()) for library in _libraries()]
+    set_threads(threads)
     try:
         yield threads
     finally:
-        for library, count in previous:
+        _set_helpers(previous_helpers)
+        for library, count in previous_blas:
             library.set(count)
 
 
 def describe(threads: int | None) -> str:
-    """What a run header prints: the count used, and whether BLAS can be told so here."""
+    """What a run header prints: the count used and whether it is the default."""
     threads = resolve(threads)
-    if not _libraries():
-        return f"{threads} requested (no OpenBLAS found to limit: the BLAS library's own default applies)"
     policy = "default" if threads == DEFAULT_THREADS else "chosen"
-    return f"{threads} BLAS thread{'s' if threads > 1 else ''} ({policy}; --threads N to change)"
+    return f"{threads} thread{'s' if threads > 1 else ''} ({policy}; --threads N to change)"
+
+
+Part = TypeVar("Part")
+Result = TypeVar("Result")
+
+
+# -- the helper threads --------------------------------------------------------------------------
+class _Helper:
+    """One helper thread, started once and reused: ``start(task)`` hands it a task, ``finish()``
+    waits for it and returns its result (or raises its exception). Two locks, no queue: a hand-over
+    costs ~20 us, a ThreadPoolExecutor's ~50 us. The waiting side blocks on a lock (it sleeps)."""
+
+    def __init__(self) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._task: Callable[[], Any] | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._loop, name="npvae-kernels", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            try:
+                self._result, self._error = self._task(), None
+            except BaseException as error:  # handed to the caller by finish()
+                self._result, self._error = None, error
+            self._task = None
+            self._done.release()
+
+    def start(self, task: Callable[[], Any]) -> None:
+        self._task = task
+        self._go.release()
+
+    def finish(self) -> Any:
+        self._done.acquire()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._result
+
+
+def _with_errstate(settings: dict[str, str], work: Callable[[Part], Result], part: Part) -> Result:
+    with np.errstate(**settings):
+        return work(part)
+
+
+_in_use = threading.Lock()  # held while run_parts has the helpers
+_helpers: list[_Helper] = []  # in use: current() - 1 of them
+_idle: list[_Helper] = []  # started earlier, not in use now (a thread is never ended)
+
+
+def _set_helpers(count: int) -> None:
+    while len(_helpers) > count:
+        _idle.append(_helpers.pop())
+    while len(_helpers) < count:
+        _helpers.append(_idle.pop() if _idle else _Helper())
+
+
+def run_parts(work: Callable[[Part], Result], parts: Sequence[Part]) -> list[Result]:
+    """[work(part) for part in parts], part 0 on the calling thread and part i on helper i, at
+    the same time (at most ``current()`` parts). Returns when all are done; an exception in any
+    part is raised after every part has finished, so that no thread still writes to the arrays.
+
+    Only NumPy calls that release the GIL (``np.matmul``, elementwise passes) run in parallel:
+    the kernels that call this are written with those."""
+    if len(parts) > len(_helpers) + 1:
+        raise ValueError(f"parts: expected at most {len(_helpers) + 1} (one per thread), got {len(parts)}")
+    if not _in_use.acquire(blocking=False):  # another thread of the program has the helpers now
+        return [work(part) for part in parts]
+    try:
+        return _run_on_helpers(work, parts)
+    finally:
+        _in_use.release()
+
+
+def _run_on_helpers(work: Callable[[Part], Result], parts: Sequence[Part]) -> list[Result]:
+    started = _helpers[: len(parts) - 1]
+    settings = np.geterr()  # NumPy's error handling is per thread: the helpers take the caller's
+    for helper, part in zip(started, parts[1:]):
+        helper.start(functools.partial(_with_errstate, settings, work, part))
+    first_error: BaseException | None = None
+    try:
+        results = [work(parts[0])] if parts else []
+    except BaseException as error:
+        first_error, results = error, []
+    for helper in started:
+        try:
+            results.append(helper.finish())
+        except BaseException as error:
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
+    return results

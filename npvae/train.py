@@ -491,8 +491,10 @@ def fit(
         Class labels of ``x_train`` and ``x_val`` (0 .. num_classes - 1): required by a CVAE
         (each batch is trained with its rows' labels), refused by the other models.
     threads : int or None
-        BLAS threads for the run (``npvae.threads.limited``), restored afterwards; None uses
-        ``npvae.threads.DEFAULT_THREADS`` (1: the measurements are in ``npvae/threads.py``).
+        Threads for the run's matrix products and loss (``npvae.threads.limited``), restored
+        afterwards; None uses ``npvae.threads.DEFAULT_THREADS`` (2, or 1 on a one-CPU machine:
+        the measurements are in ``npvae/threads.py``). Results are identical for a fixed seed and
+        thread count and agree to rounding across counts.
         Results are identical for a fixed seed and thread count.
 
     Returns

@@ -394,3 +394,90 @@ def test_fast_float32_log1p_is_within_4_ulps_of_the_exact_value() -> None:
     ulp = np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
     assert np.max(np.abs(out - exact) / ulp) <= 4
     assert np.max(np.abs(np.log(1 + e) - exact) / ulp) > 1e6  # the uncorrected log is far off
+
+
+# -- the fast kernels cut into parts over npvae's threads ------------------------------------------------
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_products_cut_over_threads_equal_the_reference(count: int, dtype: type, layout: str) -> None:
+    """A product above PARALLEL_MIN_FLOPS, cut by rows (row-major out) or columns (column-major
+    out) over 2 or 3 threads, equals the plain a @ b (+ b) to rounding."""
+    rng = np.random.default_rng(9)
+    a = _laid_out(rng.standard_normal((97, 300)).astype(dtype), layout)
+    w = _laid_out(rng.standard_normal((300, 141)).astype(dtype), layout)
+    bias = rng.standard_normal(141).astype(dtype)
+    assert 2 * 97 * 300 * 141 >= kernels.PARALLEL_MIN_FLOPS
+    scale = np.abs(a) @ np.abs(w) + np.abs(bias)
+    for order in ("C", "F"):
+        out = np.empty((97, 141), dtype=dtype, order=order)
+        with npvae.threads.limited(count):
+            assert len(kernels._product_parts(a, w, out)) == count
+            product = kernels.implementation("matmul", "fast")(a, w, out=out, beta=0.0).copy()
+            affine = kernels.implementation("affine", "fast")(a, w, bias, out=out).copy()
+        assert_within_rounding(product, a @ w, scale, 300, dtype)
+        assert_within_rounding(affine, a @ w + bias, scale, 300, dtype)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_cut_over_threads_equals_the_reference(count: int, dtype: type) -> None:
+    """Rows of a BCE above PARALLEL_MIN_ELEMENTS over 2 or 3 threads: each thread's scratch arrays are
+    its own (equal shapes on every thread: one shared scratch array would mix the parts)."""
+    rng = np.random.default_rng(10)
+    logits = (rng.standard_normal((66, 600)) * 8).astype(dtype)
+    target = rng.uniform(0, 1, logits.shape).astype(dtype)
+    assert logits.size >= kernels.PARALLEL_MIN_ELEMENTS
+    fast, reference = both("bce_with_logits")
+    expected_grad = np.empty_like(logits)
+    expected = reference(logits, target, expected_grad, np.empty_like(logits))
+    size = (np.abs(logits) + 1).sum(axis=1)
+    for _ in range(5):  # a race would show in some of the runs
+        grad = np.empty_like(logits)
+        with npvae.threads.limited(count):
+            value = fast(logits, target, grad, np.empty_like(logits))
+        assert value.shape == (66,)
+        assert_within_rounding(value, expected, size, 600, dtype)
+        assert_within_rounding(grad, expected_grad, 1.0, 0, dtype)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("examples, repeats", [(1, 1100), (6, 200), (2, 600)])
+def test_repeated_bce_cut_over_threads_equals_the_reference(count: int, examples: int, repeats: int) -> None:
+    """By examples (at least one per thread), by rows of the one example, or (2 examples, 3 threads) whole."""
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0, 1, (examples, 30)).astype(np.float32)
+    logits = (rng.standard_normal((examples * repeats, 30)) * 5).astype(np.float32)
+    assert logits.size >= kernels.PARALLEL_MIN_ELEMENTS
+    fast, reference = both("repeated_bce_with_logits")
+    expected = reference(logits, x, repeats, np.empty_like(logits))
+    with npvae.threads.limited(count):
+        value = fast(logits, x, repeats, np.empty_like(logits))
+    assert_within_rounding(value, expected, (np.abs(logits) + 1).sum(axis=1), 30, np.float32)
+
+
+def test_small_work_is_not_cut() -> None:
+    a, w = np.ones((8, 20), np.float32), np.ones((20, 30), np.float32)
+    with npvae.threads.limited(2):
+        assert len(kernels._product_parts(a, w, np.empty((8, 30), np.float32))) == 1
+        assert kernels._row_cuts(np.ones((8, 30))) == [slice(None)]
+
+
+def test_cuts_cover_the_range_in_near_equal_consecutive_slices() -> None:
+    assert kernels._cuts(10, 3) == [slice(0, 4), slice(4, 7), slice(7, 10)]
+    assert kernels._cuts(2, 3) == [slice(0, 1), slice(1, 2)]
+    assert kernels._cuts(0, 2) == [slice(0, 0)]
+
+
+def test_each_thread_gets_its_own_scratch_arrays() -> None:
+    """Kernels run on several threads at once: a scratch array shared between threads would let
+    one part overwrite another's intermediate values."""
+    import threading
+
+    here = kernels._scratch((3, 4), np.float32, "test")
+    assert kernels._scratch((3, 4), np.float32, "test") is here  # kept for the next call on this thread
+    there = []
+    helper = threading.Thread(target=lambda: there.append(kernels._scratch((3, 4), np.float32, "test")))
+    helper.start()
+    helper.join()
+    assert there[0] is not here and not np.shares_memory(there[0], here)

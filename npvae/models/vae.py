@@ -343,8 +343,9 @@ class VAE(ImportanceWeighted, Autoencoder):
         L_k rises towards log p(x) as k grows. At most ``max_rows`` decoder rows are in memory
         at once, so k = 5000 on 10,000 images runs in bounded memory. The result does not depend
         on ``max_rows`` (the noise is drawn in the same order); the default 1024 keeps a
-        block's logits (3 MB in float32) near the cache, ~25% faster than 8192. ``threads``: BLAS
-        threads for the computation, as in ``fit`` (None: ``npvae.threads.DEFAULT_THREADS``).
+        block's logits (3 MB in float32) near the cache, ~25% faster than 8192. ``threads``: threads
+        for the computation, as in ``fit`` (None: ``npvae.threads.DEFAULT_THREADS``); the estimate
+        does not depend on it beyond rounding.
 
         Raises ValueError naming ``x`` if the estimate overflows the model's dtype.
         """

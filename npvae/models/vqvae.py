@@ -242,10 +242,11 @@ class VQVAE(Autoencoder):
 
         ``checked`` (the public methods): ValueError naming ``x`` if z_e overflows the model's
         dtype, instead of a NaN distance that would silently pick code 0."""
-        z_e = self.encoder.forward(x)
         if checked:
-            with np.errstate(over="ignore", invalid="ignore"):
-                z_e = self._finite_output(z_e, "encoder output", "x", x)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked here
+                z_e = self._finite_output(self.encoder.forward(x), "encoder output", "x", x)
+        else:
+            z_e = self.encoder.forward(x)
         indices = self._nearest(z_e.reshape(-1, self.code_dim))
         z_q = self.codebook.value[indices].reshape(z_e.shape)
         return z_e, indices, z_q
