@@ -81,7 +81,6 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy.linalg import blas  # noqa: E402
 
 try:
     import npvae
@@ -538,8 +537,8 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
           f"{', '.join(f'{ratio:.2f}' for ratio in vq_ratios)}; median {statistics.median(vq_ratios):.2f}  ")
     if busy:
         idle = median["npvae float32, fit()"]
-        print(f"\nBeside one competing CPU-bound process (started and ended by the benchmark), one npvae "
-              f"fit epoch, batch 128: " + "; ".join(
+        print("\nBeside one competing CPU-bound process (started and ended by the benchmark), one npvae "
+              "fit epoch, batch 128: " + "; ".join(
                   f"{count} thread{'s' * (count > 1)} {elapsed:.2f} s = {elapsed / idle:.2f}x the idle "
                   f"{args.threads}-thread median, {elapsed / idle_one_thread:.2f}x an idle 1-thread epoch "
                   f"({idle_one_thread:.2f} s)" for count, elapsed in busy.items()) + "  ")
