@@ -18,18 +18,19 @@ threadpoolctl does, without the dependency; another BLAS is left as it is).
 
 Why not OpenBLAS's own threads: its workers spin for ~0.1 s after every call and the caller spins
 while it waits for them. On a 2-core AMD EPYC (issue 17; 784-400-20 VAE, MNIST, batch 128,
-float32), with one CPU-bound process running in another session, an epoch with 2 OpenBLAS
-threads took 37-57 s against 5-6 s idle. With npvae's threads nothing spins: the waiting thread
-sleeps and gives its core back. Elementwise work is split only in large pieces:
-a NumPy call holds the GIL between its passes, and small calls on two threads take turns at it,
-each turn costing more than it saves (Adam's update in 80 blocks of 8,192 elements ran 1.5-1.8
-times slower on two threads than on one; in one share per thread, 2.5 times faster).
+float32; ``demos/benchmark.py --threads 2 --busy``, README "Speed"), with one CPU-bound process
+running in another session, an epoch on OpenBLAS's 2 threads took 47.6 s, 9.7 times its idle
+4.9 s. With npvae's threads nothing spins: the waiting thread sleeps and gives its core back.
+Elementwise work is split only in large pieces: a thread needs the GIL between two NumPy calls,
+and small calls on two threads take turns at it, each turn costing more than it saves (Adam's
+update in 80 blocks of 8,192 elements ran 1.5-1.8 times slower on two threads than on one; in one
+share per thread, 2.5 times faster).
 
-Why the default is 2 threads (or 1 on a one-CPU machine), measured there, seconds per epoch
-(README, "Threads", has the benchmark's figures): idle, 1 thread 5.9-6.1, 2 threads 5.1-5.4;
-beside one competing CPU-bound process, 1 thread 7.0, 2 threads 7.1-7.8. Two threads are faster
-on an idle machine and no slower on a busy one; more than two split a batch of 128 rows into parts
-too small to gain, so the default stops at 2.
+Why the default is 2 threads (or 1 on a one-CPU machine), in the same run: idle, a ``fit``
+epoch took 5.49 s on 1 thread and 4.87 s on 2 (the median of 3); beside the competing process,
+5.83 s on 1 thread and 6.09 s on 2 (1.25 times the idle 2-thread epoch). Two threads are faster
+on an idle machine and about as fast on a busy one; more than two cut a batch of 128 rows into
+parts too small to gain, so the default stops at 2.
 
 Results: identical for a fixed seed and thread count; across thread counts they agree to rounding
 (a product cut by rows may round differently from the whole).
