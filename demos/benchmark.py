@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=5,
                         help="timed epochs per implementation; the median is reported (default 5)")
-    parser.add_argument("--threads", type=int, default=2, help="BLAS / PyTorch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads: OpenBLAS's for the plain loops, npvae's for fit and log_likelihood, "
+                             "PyTorch's (default 2)")
     parser.add_argument("--data", choices=("mnist", "random"), default="mnist",
                         help="MNIST (falls back to random data if its files are absent) or random")
     parser.add_argument("--data-dir", default=None,
@@ -158,18 +160,6 @@ def sgemm_seconds_per_batch(repeats: int = 200) -> float:
 
 
 # -- threads -------------------------------------------------------------------------------------
-def scipy_openblas_threads() -> int | None:
-    """The thread count SciPy's OpenBLAS reports, read from the loaded library (None if unknown)."""
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "scipy.libs" in line and "openblas" in line}
-    for path in paths:
-        library = ctypes.CDLL(path)
-        for name in ("scipy_openblas_get_num_threads", "openblas_get_num_threads"):
-            if hasattr(library, name):
-                return int(getattr(library, name)())
-    return None
-
-
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -179,12 +169,15 @@ def cpu_name() -> str:
 
 
 def openblas_core() -> str:
-    """The kernel SciPy's OpenBLAS chose for this CPU (e.g. Haswell, SkylakeX), or "unknown"."""
+    """The kernel NumPy's OpenBLAS (the one ``np.matmul`` calls) chose for this CPU (e.g. Haswell,
+    SkylakeX), or "unknown"."""
     with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "scipy.libs" in line and "openblas" in line}
+        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line},
+                       key=lambda path: "numpy" not in path)
     for path in paths:
         library = ctypes.CDLL(path)
-        for name in ("scipy_openblas_get_corename", "openblas_get_corename"):
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                     "openblas_get_corename"):
             if hasattr(library, name):
                 function = getattr(library, name)
                 function.restype = ctypes.c_char_p
@@ -400,7 +393,7 @@ def main(args: argparse.Namespace, load_at_start: tuple[float, float, float]) ->
     n = x_train.shape[0]
 
     flops = epoch_gemm_flops(n)
-    print(f"threads: {args.threads}: the plain loops run on OpenBLAS's own {scipy_openblas_threads()} threads "
+    print(f"threads: {args.threads}: the plain loops run on OpenBLAS's own {npvae.threads.blas_threads()} threads "
           f"(OPENBLAS_NUM_THREADS); npvae.fit and log_likelihood get threads={args.threads} (npvae's threads, "
           "OpenBLAS at 1)")
     print(f"epoch GEMM work: {flops / 1e9:.1f} GFLOP")

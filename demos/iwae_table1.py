@@ -13,8 +13,8 @@ about 40 times a VAE epoch, 2.5 minutes on one unloaded core here). Absolute NLL
 therefore far from the paper's; the claim checked is its direction: IWAE below VAE, k = 50
 below k = 5, and more active units with k. docs/results.md, section 4, has a run.
 
-Run ``python demos/iwae_table1.py`` (about 20 minutes on one unloaded core, one BLAS thread:
-``OPENBLAS_NUM_THREADS=1``; ``--quick`` for a check that everything runs in seconds). MNIST
+Run ``python demos/iwae_table1.py`` (about 20 minutes on one unloaded core, measured with one
+thread before ``fit`` had npvae's own threads; ``--quick`` for a check that everything runs in seconds). MNIST
 is read from ``--data-dir``, else ``$NPVAE_MNIST_DIR``, else npvae's download cache. Results go to ``--out``
 (default ``iwae_table1_out/``) as ``results.json``.
 """

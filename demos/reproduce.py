@@ -55,7 +55,7 @@ IW_CHUNK_IMAGES = 250  # images per progress report of the k = 5000 estimate
 def set_blas_threads(threads: int) -> dict[str, int]:
     """Limit every OpenBLAS loaded in this process to ``threads`` threads; return {library: threads now}.
 
-    NumPy and SciPy each bundle their own OpenBLAS (npvae's products go through SciPy's); each
+    NumPy and SciPy each bundle their own OpenBLAS (npvae's products go through NumPy's); each
     exports a ``*_set_num_threads`` entry point, called here through ctypes, as threadpoolctl
     does. Linux only (the loaded libraries are read from /proc/self/maps); elsewhere nothing is
     changed and {} is returned.

@@ -18,11 +18,11 @@ memory orders. The fast set is the default; ``use("reference")`` (or, for a bloc
 Call kernels through the module (``kernels.affine(...)``): ``use`` rebinds the module's names,
 so a name imported on its own (``from npvae.kernels import affine``) would not follow the switch.
 
-Threads: the fast products (``np.matmul``, which releases the GIL while BLAS runs) and the BCE
-kernels cut large work into one part per thread of ``npvae.threads`` (``_product_parts``,
-``_row_cuts``); with one thread (``threads.current() == 1``) they run whole. The few SciPy BLAS
-calls left (axpy in the optimizers' updates, asum, gemm with beta) keep the GIL and run on the
-calling thread. All kernels write into caller-owned arrays (``out=``) or per-thread scratch
+Threads: the fast products (``np.matmul``, which releases the GIL while BLAS runs), the BCE
+kernels and Adam's update cut large work into one part per thread of ``npvae.threads``
+(``_product_parts``, ``_row_cuts``, ``_adam_share``); with one thread (``threads.current() == 1``)
+they run whole. The SciPy BLAS calls left (scal, axpy and dot in the optimizers' updates and
+norms, asum, gemm with beta) keep the GIL and run on the calling thread. All kernels write into caller-owned arrays (``out=``) or per-thread scratch
 arrays and allocate nothing per call on the fast path but the few rows-long vectors they return.
 """
 
@@ -460,7 +460,8 @@ def _adam_update_fast(
     blocks: Sequence[tuple[np.ndarray, ...]], work: np.ndarray, step: int,
     hyper: tuple[float, float, float, float, float], scales: list[float],
 ) -> None:
-    """The same step in 7 passes over memory instead of 9, on unscaled means M, V (m = c1 M, v = c2 V):
+    """The same step in 7 passes over memory instead of 9 (10 NumPy passes per thread on several threads,
+    ``_adam_share``), on unscaled means M, V (m = c1 M, v = c2 V):
         c1 <- beta1 c1,   M <- M + ((1 - beta1) / c1) g          (so c1 M = beta1 m + (1 - beta1) g)
         c2 <- beta2 c2,   V <- V + ((1 - beta2) / c2) g^2
         p  <- p - (step_size c1 / sqrt(c2)) M / (sqrt(V) + eps sqrt(bc2) / sqrt(c2))
@@ -579,9 +580,11 @@ def _update_blocks_fast(groups: Sequence[tuple[np.ndarray, ...]]) -> list[tuple[
     parameters, which the next forward pass reads first, are then the last updated and still in
     cache when it starts (in one interleaved measurement, 2.5% off an epoch of the benchmark's VAE).
     """
-    if _threaded_update(groups):  # one share per thread: see ``_adam_share``
-        return [tuple(array.reshape(-1)[cut] for array in group)
-                for group in groups for cut in _cuts(group[0].size, threads.current())]
+    if _threaded_update(groups):  # a share of every group per thread, thread by thread: see ``_adam_share``
+        count = threads.current()
+        cuts = [_cuts(group[0].size, count) + [slice(0, 0)] * (count - min(count, group[0].size)) for group in groups]
+        return [tuple(array.reshape(-1)[group_cuts[part]] for array in group)
+                for part in range(count) for group, group_cuts in zip(groups, cuts)]
     return [
         tuple(array.reshape(-1)[start : start + BLOCK_SIZE] for array in group)
         for group in groups

@@ -326,7 +326,8 @@ class Adam(Optimizer):
         self._exp_avg_sq = self._state_buffer()
         self._scales = [1.0, 1.0]
         # scratch for g^2 and the step direction, as large as the largest block: the fast kernels'
-        # blocks are small, so it stays in cache and never goes to memory
+        # blocks are small on one thread, so it stays in cache (on several, each thread's share
+        # uses a scratch array of its own, and this one serves the plain passes only)
         self._work = np.empty(0, dtype=self.dtype)
 
     @property

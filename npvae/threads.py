@@ -42,6 +42,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -130,15 +131,16 @@ def blas_threads() -> int | None:
 
 
 def current() -> int:
-    """The number of threads npvae's fast kernels use now (1: the calling thread alone)."""
-    return len(_helpers) + 1
+    """The number of threads npvae's fast kernels use now, on the calling thread (1: that thread
+    alone; each thread of a program has its own count, set by ``limited`` or ``set_threads``)."""
+    return getattr(_local, "threads", 1)
 
 
 def set_threads(threads: int) -> None:
-    """From now on, run npvae's fast kernels on ``threads`` threads, and every loaded OpenBLAS on
-    one (ValueError unless an int >= 1)."""
+    """From now on, on the calling thread, run npvae's fast kernels on ``threads`` threads, and
+    hold every loaded OpenBLAS at one (process-wide; ValueError unless an int >= 1)."""
     threads = _checks.positive_int("threads", threads)
-    _set_helpers(threads - 1)
+    _use(threads)
     for library in _libraries():
         library.set(1)
 
@@ -146,17 +148,41 @@ def set_threads(threads: int) -> None:
 @contextlib.contextmanager
 def limited(threads: int | None) -> Iterator[int]:
     """Run the block with npvae's kernels on ``threads`` threads (None: ``DEFAULT_THREADS``) and
-    OpenBLAS on one, then restore both. Yields the count used."""
+    OpenBLAS on one, then restore both. Yields the count used. The count is the calling thread's;
+    OpenBLAS's is process-wide and restored when the last of overlapping blocks ends."""
     threads = resolve(threads)
-    previous_helpers = len(_helpers)
-    previous_blas = [(library, library.get()) for library in _libraries()]
-    set_threads(threads)
+    previous = current()
+    _use(threads)
+    _hold_openblas()
     try:
         yield threads
     finally:
-        _set_helpers(previous_helpers)
-        for library, count in previous_blas:
-            library.set(count)
+        _release_openblas()
+        _local.threads = previous
+
+
+_openblas_lock = threading.Lock()
+_openblas_holds = 0  # limited blocks running now, in any thread
+_openblas_before: list[tuple[_OpenBLAS, int]] = []  # the counts the first of them found
+
+
+def _hold_openblas() -> None:
+    global _openblas_holds, _openblas_before
+    with _openblas_lock:
+        if _openblas_holds == 0:
+            _openblas_before = [(library, library.get()) for library in _libraries()]
+            for library, _ in _openblas_before:
+                library.set(1)
+        _openblas_holds += 1
+
+
+def _release_openblas() -> None:
+    global _openblas_holds
+    with _openblas_lock:
+        _openblas_holds -= 1
+        if _openblas_holds == 0:
+            for library, count in _openblas_before:
+                library.set(count)
 
 
 def describe(threads: int | None) -> str:
@@ -173,7 +199,7 @@ Result = TypeVar("Result")
 # -- the helper threads --------------------------------------------------------------------------
 class _Helper:
     """One helper thread, started once and reused: ``start(task)`` hands it a task, ``finish()``
-    waits for it and returns its result (or raises its exception). Two locks, no queue: a hand-over
+    waits for it and returns its result and exception. Two locks, no queue: a hand-over
     costs ~20 us, a ThreadPoolExecutor's ~50 us. The waiting side blocks on a lock (it sleeps)."""
 
     def __init__(self) -> None:
@@ -200,63 +226,97 @@ class _Helper:
         self._task = task
         self._go.release()
 
-    def finish(self) -> Any:
+    def finish(self) -> tuple[Any, BaseException | None]:
+        """(result, None), or (None, the task's exception)."""
         self._done.acquire()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._result
+        result, error = self._result, self._error
+        self._result = self._error = None
+        return result, error
 
 
-def _with_errstate(settings: dict[str, str], work: Callable[[Part], Result], part: Part) -> Result:
+def _with_errstate(settings: dict[str, Any], work: Callable[[Part], Result], part: Part) -> Result:
     with np.errstate(**settings):
         return work(part)
 
 
+_local = threading.local()  # each program thread's count (``current``)
+_pool_lock = threading.Lock()  # guards _helpers while it grows
 _in_use = threading.Lock()  # held while run_parts has the helpers
-_helpers: list[_Helper] = []  # in use: current() - 1 of them
-_idle: list[_Helper] = []  # started earlier, not in use now (a thread is never ended)
+_helpers: list[_Helper] = []  # started once, never ended; as many as the largest count used, less one
 
 
-def _set_helpers(count: int) -> None:
-    while len(_helpers) > count:
-        _idle.append(_helpers.pop())
-    while len(_helpers) < count:
-        _helpers.append(_idle.pop() if _idle else _Helper())
+def _use(threads: int) -> None:
+    """Set the calling thread's count, starting helper threads if there are fewer than threads - 1."""
+    with _pool_lock:
+        while len(_helpers) < threads - 1:
+            _helpers.append(_Helper())
+    _local.threads = threads
+
+
+def _forget_helpers() -> None:
+    """In a child process after fork: the helper threads were not copied, so start afresh."""
+    global _pool_lock, _in_use, _openblas_lock
+    _helpers.clear()
+    _pool_lock, _in_use, _openblas_lock = threading.Lock(), threading.Lock(), threading.Lock()
+    _local.threads = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 def run_parts(work: Callable[[Part], Result], parts: Sequence[Part]) -> list[Result]:
     """[work(part) for part in parts], part 0 on the calling thread and part i on helper i, at
     the same time (at most ``current()`` parts). Returns when all are done; an exception in any
     part is raised after every part has finished, so that no thread still writes to the arrays.
+    On the main thread, SIGINT and SIGTERM wait until then (a Ctrl-C arrives as soon as the parts
+    are done, never while a helper still writes). Another thread of the program that finds the
+    helpers busy runs its parts itself, one after another.
 
     Only NumPy calls that release the GIL (``np.matmul``, elementwise passes) run in parallel:
     the kernels that call this are written with those."""
-    if len(parts) > len(_helpers) + 1:
-        raise ValueError(f"parts: expected at most {len(_helpers) + 1} (one per thread), got {len(parts)}")
-    if not _in_use.acquire(blocking=False):  # another thread of the program has the helpers now
+    if len(parts) > current():
+        raise ValueError(f"parts: expected at most {current()} (one per thread), got {len(parts)}")
+    if len(parts) < 2 or not _in_use.acquire(blocking=False):
         return [work(part) for part in parts]
     try:
-        return _run_on_helpers(work, parts)
+        with _signals_held():
+            return _run_on_helpers(work, parts)
     finally:
         _in_use.release()
 
 
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back from the main thread for the block (POSIX); elsewhere nothing."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _run_on_helpers(work: Callable[[Part], Result], parts: Sequence[Part]) -> list[Result]:
     started = _helpers[: len(parts) - 1]
-    settings = np.geterr()  # NumPy's error handling is per thread: the helpers take the caller's
+    # NumPy's error handling is per thread: the helpers take the caller's
+    settings = {**np.geterr(), "call": np.geterrcall()}
     for helper, part in zip(started, parts[1:]):
         helper.start(functools.partial(_with_errstate, settings, work, part))
     first_error: BaseException | None = None
     try:
-        results = [work(parts[0])] if parts else []
+        results = [work(parts[0])]
     except BaseException as error:
         first_error, results = error, []
     for helper in started:
-        try:
-            results.append(helper.finish())
-        except BaseException as error:
-            first_error = first_error or error
+        result, error = helper.finish()
+        results.append(result)
+        first_error = first_error or error
     if first_error is not None:
         raise first_error
     return results

@@ -491,11 +491,11 @@ def fit(
         Class labels of ``x_train`` and ``x_val`` (0 .. num_classes - 1): required by a CVAE
         (each batch is trained with its rows' labels), refused by the other models.
     threads : int or None
-        Threads for the run's matrix products and loss (``npvae.threads.limited``), restored
-        afterwards; None uses ``npvae.threads.DEFAULT_THREADS`` (2, or 1 on a one-CPU machine:
-        the measurements are in ``npvae/threads.py``). Results are identical for a fixed seed and
-        thread count and agree to rounding across counts.
-        Results are identical for a fixed seed and thread count.
+        Threads for the run's matrix products, loss and optimizer updates
+        (``npvae.threads.limited``), restored afterwards; None uses
+        ``npvae.threads.DEFAULT_THREADS`` (2, or 1 on a one-CPU machine: the measurements are in
+        ``npvae/threads.py``). Results are identical for a fixed seed and thread count and agree
+        to rounding across counts.
 
     Returns
     -------

@@ -397,6 +397,20 @@ def test_fast_float32_log1p_is_within_4_ulps_of_the_exact_value() -> None:
 
 
 # -- the fast kernels cut into parts over npvae's threads ------------------------------------------------
+def _count_parts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that receives the number of parts of every ``npvae.threads.run_parts`` call from here on."""
+    counts: list[int] = []
+    run_parts = npvae.threads.run_parts
+
+    def counted(work, parts):
+        counts.append(len(parts))
+        return run_parts(work, parts)
+
+    monkeypatch.setattr(npvae.threads, "run_parts", counted)
+    return counts
+
+
+
 @pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -421,9 +435,9 @@ def test_products_cut_over_threads_equal_the_reference(count: int, dtype: type, 
 
 @pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bce_cut_over_threads_equals_the_reference(count: int, dtype: type) -> None:
-    """Rows of a BCE above PARALLEL_MIN_ELEMENTS over 2 or 3 threads: each thread's scratch arrays are
-    its own (equal shapes on every thread: one shared scratch array would mix the parts)."""
+def test_bce_cut_over_threads_equals_the_reference(count: int, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of a BCE above PARALLEL_MIN_ELEMENTS, cut over 2 or 3 threads."""
+    parts = _count_parts(monkeypatch)
     rng = np.random.default_rng(10)
     logits = (rng.standard_normal((66, 600)) * 8).astype(dtype)
     target = rng.uniform(0, 1, logits.shape).astype(dtype)
@@ -432,10 +446,11 @@ def test_bce_cut_over_threads_equals_the_reference(count: int, dtype: type) -> N
     expected_grad = np.empty_like(logits)
     expected = reference(logits, target, expected_grad, np.empty_like(logits))
     size = (np.abs(logits) + 1).sum(axis=1)
-    for _ in range(5):  # a race would show in some of the runs
+    for _ in range(5):
         grad = np.empty_like(logits)
         with npvae.threads.limited(count):
             value = fast(logits, target, grad, np.empty_like(logits))
+        assert parts.pop() == count
         assert value.shape == (66,)
         assert_within_rounding(value, expected, size, 600, dtype)
         assert_within_rounding(grad, expected_grad, 1.0, 0, dtype)
@@ -443,8 +458,10 @@ def test_bce_cut_over_threads_equals_the_reference(count: int, dtype: type) -> N
 
 @pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("examples, repeats", [(1, 1100), (6, 200), (2, 600)])
-def test_repeated_bce_cut_over_threads_equals_the_reference(count: int, examples: int, repeats: int) -> None:
+def test_repeated_bce_cut_over_threads_equals_the_reference(count: int, examples: int, repeats: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """By examples (at least one per thread), by rows of the one example, or (2 examples, 3 threads) whole."""
+    parts = _count_parts(monkeypatch)
     rng = np.random.default_rng(11)
     x = rng.uniform(0, 1, (examples, 30)).astype(np.float32)
     logits = (rng.standard_normal((examples * repeats, 30)) * 5).astype(np.float32)
@@ -453,6 +470,7 @@ def test_repeated_bce_cut_over_threads_equals_the_reference(count: int, examples
     expected = reference(logits, x, repeats, np.empty_like(logits))
     with npvae.threads.limited(count):
         value = fast(logits, x, repeats, np.empty_like(logits))
+    assert parts == ([] if 1 < examples < count else [count])
     assert_within_rounding(value, expected, (np.abs(logits) + 1).sum(axis=1), 30, np.float32)
 
 

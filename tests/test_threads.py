@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+import npvae
 import npvae.cli
 from npvae import VAE, kernels, threads
 from npvae.cli import main
@@ -163,7 +164,8 @@ def test_run_parts_from_a_second_thread_runs_its_parts_there_while_the_helpers_a
     second = []
 
     def from_another_thread() -> None:
-        second.append(threads.run_parts(lambda index: (index, threading.get_ident()), [0, 1]))
+        with threads.limited(2):
+            second.append(threads.run_parts(lambda index: (index, threading.get_ident()), [0, 1]))
         release.set()
 
     def part(index: int) -> None:
@@ -217,3 +219,89 @@ def test_adam_on_two_or_three_threads_equals_one_thread_to_rounding(dtype, rtol)
     for other in results[1:]:
         for name, value in results[0].items():
             np.testing.assert_allclose(other[name], value, rtol=rtol, atol=rtol * np.abs(value).max())
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_ctrl_c_while_a_helper_works_arrives_after_it_finished_and_the_helpers_stay_right():
+    import os
+    import signal
+
+    finished = []
+
+    def part(index: int) -> str:
+        if index == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the main thread waits for this part
+            time.sleep(0.05)
+            finished.append(index)
+        return f"result {index}"
+
+    with threads.limited(2):
+        with pytest.raises(KeyboardInterrupt):
+            threads.run_parts(part, [0, 1])
+            time.sleep(1)  # not reached if the interrupt arrives as run_parts returns, as it should
+        assert finished == [1]
+        assert threads.run_parts(lambda index: f"next {index}", [0, 1]) == ["next 0", "next 1"]
+
+
+def test_program_threads_each_have_their_own_count_and_openblas_is_restored_after_the_last():
+    before = threads.blas_threads()
+    seen, errors = {}, []
+    inside = threading.Barrier(2, timeout=10)
+
+    def run(name: str, count: int) -> None:
+        try:
+            with threads.limited(count):
+                inside.wait()  # both blocks overlap here
+                for _ in range(50):
+                    assert threads.run_parts(lambda index: index, list(range(count))) == list(range(count))
+                seen[name] = threads.current()
+                inside.wait()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    workers = [threading.Thread(target=run, args=("a", 2)), threading.Thread(target=run, args=("b", 3))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors and seen == {"a": 2, "b": 3}
+    assert threads.current() == 1 and threads.blas_threads() == before
+
+
+def test_helpers_call_the_callers_numpy_error_callback():
+    calls = []
+
+    def part(index: int) -> None:
+        np.exp(np.full(600, 1000.0))  # overflows
+
+    old = np.seterrcall(lambda kind, flag: calls.append(threading.get_ident()))
+    try:
+        with threads.limited(2), np.errstate(over="call"):
+            threads.run_parts(part, [0, 1])
+    finally:
+        np.seterrcall(old)
+    assert len(calls) == 2 and len(set(calls)) == 2
+
+
+@pytest.mark.parametrize("weight_decay, betas", [(0.0, (0.9, 0.999)), (0.1, (0.9, 0.999)), (0.0, (0.5, 0.999))])
+def test_adam_over_parameters_not_in_one_buffer_gives_each_thread_an_even_share(weight_decay, betas):
+    """A decoder's parameters alone are not one flat buffer: one group per parameter, each cut in
+    one share per thread. With weight decay, and with beta1 below the unscaled form's limit."""
+    results = []
+    for count in (1, 2):
+        model = VAE(64, (600,), 4, seed=6)
+        optimizer = npvae.Adam(model.decoder.parameters(), lr=1e-2, betas=betas, weight_decay=weight_decay)
+        rng = np.random.default_rng(7)
+        with threads.limited(count):
+            for _ in range(10):
+                for parameter in model.decoder.parameters():
+                    parameter.grad[...] = rng.standard_normal(parameter.shape)
+                optimizer.step()
+            blocks = optimizer._blocks(optimizer._exp_avg, optimizer._exp_avg_sq)
+        if count == 2:
+            assert sum(block[0].size for block in blocks) >= kernels.PARALLEL_MIN_ELEMENTS
+            shares = [sum(block[0].size for block in blocks[cut]) for cut in kernels._cuts(len(blocks), 2)]
+            assert abs(shares[0] - shares[1]) <= len(model.decoder.parameters())
+        results.append(model.decoder.state_dict())
+    for name, value in results[0].items():
+        np.testing.assert_allclose(results[1][name], value, rtol=1e-12, atol=1e-12 * np.abs(value).max())
