@@ -18,19 +18,21 @@ threadpoolctl does, without the dependency; another BLAS is left as it is).
 
 Why not OpenBLAS's own threads: its workers spin for ~0.1 s after every call and the caller spins
 while it waits for them. On a 2-core AMD EPYC (issue 17; 784-400-20 VAE, MNIST, batch 128,
-float32; ``demos/benchmark.py --threads 2 --busy``, README "Speed"), with one CPU-bound process
-running in another session, an epoch on OpenBLAS's 2 threads took 47.6 s, 9.7 times its idle
-4.9 s. With npvae's threads nothing spins: the waiting thread sleeps and gives its core back.
+float32; ``demos/benchmark.py --epochs 5 --threads 2 --busy``, README "Speed"), with one CPU-bound
+process running in another session, an epoch on OpenBLAS's 2 threads took 53.9 s, 11.8 times its
+idle 4.6 s. With npvae's threads nothing spins: the waiting thread sleeps and gives its core back
+(the price on an idle machine: a helper that slept wakes 65-200 us late, and the same epoch in
+``fit`` took 5.0 s).
 Elementwise work is split only in large pieces: a thread needs the GIL between two NumPy calls,
 and small calls on two threads take turns at it, each turn costing more than it saves (Adam's
 update in 80 blocks of 8,192 elements ran 1.5-1.8 times slower on two threads than on one; in one
 share per thread, 2.5 times faster).
 
 Why the default is 2 threads (or 1 on a one-CPU machine), in the same run: idle, a ``fit``
-epoch took 5.49 s on 1 thread and 4.87 s on 2 (the median of 3); beside the competing process,
-5.83 s on 1 thread and 6.09 s on 2 (1.25 times the idle 2-thread epoch). Two threads are faster
-on an idle machine and about as fast on a busy one; more than two cut a batch of 128 rows into
-parts too small to gain, so the default stops at 2.
+epoch took 5.55 s on 1 thread and 4.99 s on 2 (the median of 5); beside the competing process,
+6.15 s on 1 thread and 5.85 s on 2 (1.17 times the idle 2-thread median). Two threads are faster
+on an idle machine and no slower on a busy one; more than two cut a batch of 128 rows into parts
+too small to gain, so the default stops at 2.
 
 Results: identical for a fixed seed and thread count; across thread counts they agree to rounding
 (a product cut by rows may round differently from the whole).
