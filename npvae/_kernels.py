@@ -22,8 +22,9 @@ Threads: the fast products (``np.matmul``, which releases the GIL while BLAS run
 kernels and Adam's update cut large work into one part per thread of ``npvae.threads``
 (``_product_parts``, ``_row_cuts``, ``_adam_share``); with one thread (``threads.current() == 1``)
 they run whole. The SciPy BLAS calls left (scal, axpy and dot in the optimizers' updates and
-norms, asum, gemm with beta) keep the GIL and run on the calling thread. All kernels write into caller-owned arrays (``out=``) or per-thread scratch
-arrays and allocate nothing per call on the fast path but the few rows-long vectors they return.
+norms, asum, gemm with beta) keep the GIL and run on the calling thread. All kernels write into
+caller-owned arrays (``out=``) or per-thread scratch arrays and allocate nothing per call on the
+fast path but the few rows-long vectors they return.
 """
 
 from __future__ import annotations
@@ -365,15 +366,14 @@ def _repeated_bce_with_logits_fast(
 ) -> np.ndarray:
     """``_repeated_bce_rows`` on each thread's share: whole rows of x each (their blocks of logits)
     when x has a row per thread, else, for one row of x, a share of its block."""
-    count = threads.current()
-    if count == 1 or logits.size < PARALLEL_MIN_ELEMENTS or not logits.flags.c_contiguous or 1 < x.shape[0] < count:
+    cuts = _row_cuts(logits)
+    if len(cuts) == 1 or 1 < x.shape[0] < len(cuts):
         return _repeated_bce_rows(logits, x, repeats, work)
     if x.shape[0] == 1:
-        cuts = _cuts(logits.shape[0], count)
         parts = threads.run_parts(lambda rows: _repeated_bce_rows(logits[rows], x, rows.stop - rows.start, work[rows]),
                                   cuts)
     else:
-        cuts = _cuts(x.shape[0], count)
+        cuts = _cuts(x.shape[0], len(cuts))
 
         def part(examples: slice) -> np.ndarray:
             rows = slice(examples.start * repeats, examples.stop * repeats)

@@ -56,6 +56,7 @@ from . import _checks
 __all__ = ["DEFAULT_THREADS", "resolve", "current", "blas_threads", "set_threads", "limited", "describe",
            "run_parts"]
 
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
