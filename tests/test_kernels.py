@@ -228,15 +228,6 @@ def test_the_reference_set_really_runs_the_reference_kernels(monkeypatch: pytest
                       "add_scaled"}
 
 
-def _laid_out(array: np.ndarray, layout: str) -> np.ndarray:
-    """``array``'s values stored row-major ("C"), column-major ("F") or as a strided view ("S")."""
-    if layout == "S":
-        wide = np.zeros((array.shape[0], 2 * array.shape[1]), dtype=array.dtype)
-        wide[:, ::2] = array
-        return wide[:, ::2]
-    return array.copy(order=layout)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout_a", ["C", "F", "S"])
 @pytest.mark.parametrize("layout_b", ["C", "F", "S"])

@@ -74,12 +74,7 @@ class AE(Autoencoder):
         """Per-example (loss, recon, kl) with kl = 0 and loss = recon: the same shape of answer
         as ``VAE.terms``. ``eps`` and ``rng`` are accepted and unused: an AE is deterministic.
         Raises ValueError naming ``x`` if the loss overflows the model's dtype."""
-        x = self._as_batch(x)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            terms = self.terms_unchecked(x, None, None)
-        if not np.isfinite(terms.loss).all():
-            raise self._loss_overflow_error(x)
-        return terms
+        return self._deterministic_terms(x)
 
     def terms_unchecked(self, x: np.ndarray, eps: Any, rng: Any) -> LossTerms:
         """``terms`` on an array returned by ``validate``; values are not checked (an overflow

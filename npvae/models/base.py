@@ -201,6 +201,16 @@ class Autoencoder(Module):
             )
         return array
 
+    def _deterministic_terms(self, x: Any) -> LossTerms:
+        """``terms`` of a model without noise (AE, VQ-VAE): x checked, ``terms_unchecked`` under
+        ``np.errstate``, and a ValueError naming ``x`` if the loss overflows the model's dtype."""
+        x = self._as_batch(x)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            terms = self.terms_unchecked(x, None, None)
+        if not np.isfinite(terms.loss).all():
+            raise self._loss_overflow_error(x)
+        return terms
+
     def _loss_overflow_error(self, x: np.ndarray) -> ValueError:
         """The error for a loss on validated ``x`` that came out NaN or inf: its computation
         overflowed the model's dtype (a Gaussian decoder on data of a far larger scale than it was

@@ -333,12 +333,7 @@ class VQVAE(Autoencoder):
         """Per-example (loss, recon, vq) with loss = recon + vq, in the ``LossTerms`` fields
         (loss, recon, kl). ``eps`` and ``rng`` are accepted and unused: quantization is deterministic.
         Raises ValueError naming ``x`` if the loss overflows the model's dtype."""
-        x = self._as_batch(x)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            terms = self.terms_unchecked(x, None, None)
-        if not np.isfinite(terms.loss).all():
-            raise self._loss_overflow_error(x)
-        return terms
+        return self._deterministic_terms(x)
 
     def loss_and_grads(
         self, x: Any, *, eps: Any = None, rng: Any = None, kl_weight: float | None = None,
